@@ -1,0 +1,267 @@
+//! Model bundles: a directory with `bundle.json` naming every model file, its
+//! parameters and each file's sha256 (format 1, `docs/architecture.md` §4).
+//! Every listed file is hashed at load; a mismatch refuses the bundle.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::align::AlignerConfig;
+use crate::embed::BackboneConfig;
+use crate::error::{Error, Result};
+use crate::mtcnn::{MtcnnConfig, DEFAULT_FACTOR};
+
+/// The only bundle format this SDK reads.
+pub const BUNDLE_FORMAT: u32 = 1;
+/// Name of the manifest inside a bundle directory.
+pub const BUNDLE_FILE: &str = "bundle.json";
+/// Largest accepted `bundle.json`.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// The detector section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSpec {
+    /// PNet ONNX file.
+    pub pnet: String,
+    /// RNet ONNX file.
+    pub rnet: String,
+    /// ONet ONNX file.
+    pub onet: String,
+    /// Stage thresholds.
+    pub thresholds: [f32; 3],
+    /// Smallest face side in pixels.
+    pub min_face: f32,
+    /// Pyramid factor.
+    #[serde(default = "default_factor")]
+    pub factor: f32,
+}
+
+fn default_factor() -> f32 {
+    DEFAULT_FACTOR
+}
+
+impl DetectorSpec {
+    /// The detector configuration this section describes.
+    pub fn config(&self) -> MtcnnConfig {
+        MtcnnConfig {
+            min_face: self.min_face,
+            factor: self.factor,
+            thresholds: self.thresholds,
+            ..Default::default()
+        }
+    }
+}
+
+/// The triplet head section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// ONNX file.
+    pub file: String,
+    /// Output dimension.
+    pub dim: usize,
+}
+
+/// The classifier section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSpec {
+    /// ONNX file.
+    pub file: String,
+    /// `logistic` or `random_forest`.
+    pub kind: String,
+}
+
+/// The decision section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSpec {
+    /// P(fake) at or above which a track or video is called fake.
+    pub threshold: f32,
+    /// How frame scores are combined (`track_mean_then_max`).
+    pub aggregation: String,
+    /// Frames sampled per video by default.
+    pub frames: usize,
+}
+
+/// The parsed `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    /// Always [`BUNDLE_FORMAT`].
+    pub format: u32,
+    /// Bundle name.
+    pub name: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Face detector.
+    pub detector: DetectorSpec,
+    /// Face aligner.
+    pub aligner: AlignerConfig,
+    /// Embedding backbone.
+    pub backbone: BackboneConfig,
+    /// Metric-learning head (absent in a perception-only bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
+    /// Real/fake classifier (absent in a perception-only bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierSpec>,
+    /// Decision rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionSpec>,
+    /// Measured metrics of the bundle on its test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<serde_json::Value>,
+    /// Training configuration and provenance, kept for reproducibility.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<serde_json::Value>,
+    /// sha256 (hex) of every file, keyed by its path relative to the bundle.
+    pub files: BTreeMap<String, String>,
+}
+
+impl BundleManifest {
+    /// Every model file the manifest references.
+    pub fn referenced_files(&self) -> Vec<&str> {
+        let mut v = vec![
+            self.detector.pnet.as_str(),
+            self.detector.rnet.as_str(),
+            self.detector.onet.as_str(),
+            self.backbone.file.as_str(),
+        ];
+        if let Some(h) = &self.head {
+            v.push(&h.file);
+        }
+        if let Some(c) = &self.classifier {
+            v.push(&c.file);
+        }
+        v
+    }
+}
+
+/// A loaded and verified bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    dir: PathBuf,
+    manifest: BundleManifest,
+}
+
+/// sha256 of a file, hex encoded.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Bundle {
+    /// Reads `dir/bundle.json`, validates it, and checks every file's sha256.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let path = dir.join(BUNDLE_FILE);
+        let bad = |reason: String| Error::Bundle {
+            path: path.clone(),
+            reason,
+        };
+        let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.len() > MAX_MANIFEST_BYTES {
+            return Err(bad(format!(
+                "{} bytes exceeds the {MAX_MANIFEST_BYTES} byte limit",
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: BundleManifest =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let bundle = Self { dir, manifest };
+        bundle.validate()?;
+        Ok(bundle)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let m = &self.manifest;
+        let bad = |reason: String| Error::Bundle {
+            path: self.dir.join(BUNDLE_FILE),
+            reason,
+        };
+        if m.format != BUNDLE_FORMAT {
+            return Err(bad(format!(
+                "format {} is not supported (expected {BUNDLE_FORMAT})",
+                m.format
+            )));
+        }
+        m.detector
+            .config()
+            .validate()
+            .map_err(|e| bad(e.to_string()))?;
+        for f in m.referenced_files() {
+            if !m.files.contains_key(f) {
+                return Err(bad(format!("{f} has no sha256 in `files`")));
+            }
+        }
+        if let Some(d) = &m.decision {
+            if !(0.0..=1.0).contains(&d.threshold) || d.frames == 0 {
+                return Err(bad(
+                    "decision threshold must be in [0, 1] and frames > 0".into()
+                ));
+            }
+        }
+        for (name, want) in &m.files {
+            let p = self.resolve(name)?;
+            let got = sha256_file(&p)?;
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(bad(format!(
+                    "{name}: sha256 {got} does not match the manifest's {want}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of a file named in the manifest (relative paths only).
+    pub fn resolve(&self, name: &str) -> Result<PathBuf> {
+        let p = Path::new(name);
+        let ok = !name.is_empty()
+            && p.components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::ParentDir));
+        if !ok {
+            return Err(Error::Bundle {
+                path: self.dir.join(BUNDLE_FILE),
+                reason: format!("file path {name:?} must be relative"),
+            });
+        }
+        Ok(self.dir.join(p))
+    }
+
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &BundleManifest {
+        &self.manifest
+    }
+}

@@ -1,0 +1,238 @@
+//! Backbone embeddings of aligned faces.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::align::Aligner;
+use crate::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use crate::geometry::Detection;
+use crate::resample::Normalize;
+
+/// The backbone's input and output description (the bundle's `backbone` object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneConfig {
+    /// ONNX file, relative to the bundle directory.
+    pub file: String,
+    /// Input `[channels, height, width]`.
+    pub input: [usize; 3],
+    /// Mean subtracted from every channel (or per channel, R, G, B).
+    pub mean: MeanSpec,
+    /// Factor applied after subtracting the mean.
+    pub scale: f32,
+    /// Output dimension.
+    pub dim: usize,
+    /// Feed channels as B, G, R.
+    #[serde(default)]
+    pub bgr: bool,
+    /// Per-dimension offset subtracted from raw features before L2 normalisation
+    /// (for backbones whose features are not centred, such as post-ReLU ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center: Option<Vec<f32>>,
+}
+
+/// A mean for all channels or one per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MeanSpec {
+    /// Same mean for R, G and B.
+    Scalar(f32),
+    /// Means of R, G, B.
+    PerChannel([f32; 3]),
+}
+
+impl BackboneConfig {
+    /// The normalisation the backbone expects.
+    pub fn normalize(&self) -> Normalize {
+        let mean = match self.mean {
+            MeanSpec::Scalar(m) => [m; 3],
+            MeanSpec::PerChannel(m) => m,
+        };
+        Normalize {
+            mean,
+            scale: self.scale,
+            bgr: self.bgr,
+        }
+    }
+}
+
+/// An L2-normalised embedding vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embedding(pub Vec<f32>);
+
+impl Embedding {
+    /// L2-normalises `v` (a zero vector stays zero).
+    pub fn normalized(mut v: Vec<f32>) -> Self {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if n > 0.0 && n.is_finite() {
+            v.iter_mut().for_each(|x| *x /= n);
+        }
+        Self(v)
+    }
+    /// Euclidean norm (1 for a normalised, non-zero embedding).
+    pub fn norm(&self) -> f32 {
+        self.0.iter().map(|x| x * x).sum::<f32>().sqrt()
+    }
+    /// Cosine similarity in `[-1, 1]`.
+    pub fn cosine(&self, other: &Embedding) -> f32 {
+        let dot: f32 = self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum();
+        let d = self.norm() * other.norm();
+        if d > 0.0 {
+            dot / d
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs the backbone on aligned faces in batches.
+pub struct Embedder {
+    model: Arc<dyn InferenceModel>,
+    config: BackboneConfig,
+    aligner: Aligner,
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Largest batch sent to the backbone at once.
+pub const DEFAULT_EMBED_BATCH: usize = 16;
+
+impl Embedder {
+    /// Loads the backbone ONNX at `path`; `aligner` must produce its input size.
+    pub fn load(
+        backend: &dyn Backend,
+        path: &Path,
+        config: BackboneConfig,
+        aligner: Aligner,
+    ) -> Result<Self> {
+        let s = aligner.config().size as usize;
+        if config.input != [3, s, s] {
+            return Err(Error::config(format!(
+                "backbone input {:?} does not match the aligner's {s}x{s} crops",
+                config.input
+            )));
+        }
+        if config.dim == 0 || !config.scale.is_finite() {
+            return Err(Error::config("backbone dim must be > 0 and scale finite"));
+        }
+        if let Some(c) = &config.center {
+            if c.len() != config.dim {
+                return Err(Error::config("backbone center length differs from dim"));
+            }
+        }
+        let model = backend.load(path, ShapePolicy::Symbolic)?;
+        Ok(Self {
+            model,
+            config,
+            aligner,
+            max_batch: DEFAULT_EMBED_BATCH,
+        })
+    }
+
+    /// The backbone description.
+    pub fn config(&self) -> &BackboneConfig {
+        &self.config
+    }
+
+    /// The aligner that prepares its input.
+    pub fn aligner(&self) -> &Aligner {
+        &self.aligner
+    }
+
+    /// Embeds the faces `dets` of `frame` (one embedding per detection, in order).
+    pub fn embed_detections(&self, frame: &Frame, dets: &[Detection]) -> Result<Vec<Embedding>> {
+        let item = self.aligner.item_len();
+        let norm = self.config.normalize();
+        let mut out = Vec::with_capacity(dets.len());
+        for chunk in dets.chunks(self.max_batch) {
+            let mut data = vec![0f32; chunk.len() * item];
+            for (d, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
+                self.aligner.align_into(frame, d, norm, buf)?;
+            }
+            out.extend(self.run(chunk.len(), data)?);
+        }
+        Ok(out)
+    }
+
+    /// Embeds whole images that already are aligned faces (resized to the input size).
+    pub fn embed_crops(&self, crops: &[Frame]) -> Result<Vec<Embedding>> {
+        let [_, h, w] = self.config.input;
+        let item = 3 * h * w;
+        let norm = self.config.normalize();
+        let mut out = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(self.max_batch) {
+            let mut data = vec![0f32; chunk.len() * item];
+            for (f, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
+                if !crate::resample::resize_area_chw(
+                    f,
+                    crate::resample::Rect::full(f),
+                    w,
+                    h,
+                    norm,
+                    buf,
+                ) {
+                    return Err(Error::frame("crop cannot be resized"));
+                }
+            }
+            out.extend(self.run(chunk.len(), data)?);
+        }
+        Ok(out)
+    }
+
+    fn run(&self, n: usize, data: Vec<f32>) -> Result<Vec<Embedding>> {
+        let [c, h, w] = self.config.input;
+        let res = self.model.run(&Tensor::new(vec![n, c, h, w], data)?)?;
+        let t = res
+            .first()
+            .ok_or_else(|| Error::model(self.model.name(), "no output"))?;
+        if t.batch() != n || t.item_len() != self.config.dim {
+            return Err(Error::model(
+                self.model.name(),
+                format!("output {:?}, expected [{n}, {}]", t.shape, self.config.dim),
+            ));
+        }
+        Ok((0..n)
+            .map(|i| {
+                let mut v = t.item(i).to_vec();
+                if let Some(c) = &self.config.center {
+                    v.iter_mut().zip(c).for_each(|(x, m)| *x -= m);
+                }
+                Embedding::normalized(v)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_and_norm() {
+        let a = Embedding::normalized(vec![3.0, 4.0]);
+        assert!((a.norm() - 1.0).abs() < 1e-6);
+        let b = Embedding::normalized(vec![-3.0, -4.0]);
+        assert!((a.cosine(&b) + 1.0).abs() < 1e-6);
+        let z = Embedding::normalized(vec![0.0, 0.0]);
+        assert_eq!(z.cosine(&a), 0.0);
+    }
+
+    #[test]
+    fn mean_spec_parses_both_forms() {
+        let s: MeanSpec = serde_json::from_str("127.5").unwrap();
+        assert_eq!(s, MeanSpec::Scalar(127.5));
+        let p: MeanSpec = serde_json::from_str("[1, 2, 3]").unwrap();
+        assert_eq!(p, MeanSpec::PerChannel([1.0, 2.0, 3.0]));
+    }
+}

@@ -1,0 +1,32 @@
+//! # fakewatch SDK
+//!
+//! Deepfake-video detection after *Detecting Deepfakes with Metric Learning*
+//! (Kumar & Bhavsar, 2020):
+//!
+//! ```text
+//! Frame (RGB8) → Mtcnn (boxes + 5 landmarks) → Aligner (160×160 crop)
+//!   → Embedder (FaceNet, 512-d, L2-normalised) → head → classifier → verdict
+//! ```
+//!
+//! The SDK is a library: typed [`Error`]s, no global state, no printing, no
+//! panics on bad input. Models run on an [`backend::Backend`]; the default is
+//! pure-Rust tract. Models and their parameters come from a [`bundle::Bundle`].
+#![deny(missing_docs)]
+
+pub mod align;
+pub mod backend;
+pub mod bundle;
+pub mod embed;
+pub mod error;
+pub mod frame;
+pub mod geometry;
+pub mod mtcnn;
+pub mod perception;
+pub mod resample;
+#[cfg(feature = "gst")]
+pub mod video;
+
+pub use error::{Error, Result};
+pub use frame::{Frame, FrameRef, PixelFormat};
+pub use geometry::{BBox, Detection, Landmarks, Point};
+pub use perception::{Face, Perception};

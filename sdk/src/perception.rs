@@ -1,0 +1,126 @@
+//! The perception path of a bundle: detection, alignment and embedding.
+
+use std::time::{Duration, Instant};
+
+use crate::align::Aligner;
+use crate::backend::{Backend, ShapePolicy};
+use crate::bundle::Bundle;
+use crate::embed::{Embedder, Embedding};
+use crate::error::Result;
+use crate::frame::Frame;
+use crate::geometry::Detection;
+use crate::mtcnn::{DetectTimings, Mtcnn, MtcnnConfig};
+
+/// Most PNet plans kept per detector (one per pyramid level of the frame sizes seen).
+pub const PNET_PLAN_CACHE: usize = 64;
+
+/// A detected face with its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    /// Box, score and landmarks.
+    pub detection: Detection,
+    /// Backbone embedding (L2-normalised).
+    pub embedding: Embedding,
+}
+
+/// Detector + aligner + embedder, loaded from a bundle.
+#[derive(Debug)]
+pub struct Perception {
+    detector: Mtcnn,
+    embedder: Embedder,
+}
+
+/// Time spent per stage of [`Perception::analyze_timed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PerceptionTimings {
+    /// Detector stages.
+    pub detect: DetectTimings,
+    /// Alignment + backbone.
+    pub embed: Duration,
+}
+
+impl Perception {
+    /// Loads the bundle's detector and backbone with `backend`.
+    pub fn from_bundle(bundle: &Bundle, backend: &dyn Backend) -> Result<Self> {
+        Self::from_bundle_with(
+            bundle,
+            backend,
+            ShapePolicy::PerShape {
+                capacity: PNET_PLAN_CACHE,
+            },
+        )
+    }
+
+    /// As [`Self::from_bundle`], choosing how PNet's symbolic input is planned.
+    pub fn from_bundle_with(
+        bundle: &Bundle,
+        backend: &dyn Backend,
+        pnet_policy: ShapePolicy,
+    ) -> Result<Self> {
+        let m = bundle.manifest();
+        let d = &m.detector;
+        let detector = Mtcnn::load(
+            backend,
+            &bundle.resolve(&d.pnet)?,
+            &bundle.resolve(&d.rnet)?,
+            &bundle.resolve(&d.onet)?,
+            pnet_policy,
+            d.config(),
+        )?;
+        let aligner = Aligner::new(m.aligner)?;
+        let embedder = Embedder::load(
+            backend,
+            &bundle.resolve(&m.backbone.file)?,
+            m.backbone.clone(),
+            aligner,
+        )?;
+        Ok(Self { detector, embedder })
+    }
+
+    /// The detector.
+    pub fn detector(&self) -> &Mtcnn {
+        &self.detector
+    }
+
+    /// Replaces the detector's parameters.
+    pub fn set_detector_config(&mut self, config: MtcnnConfig) -> Result<()> {
+        self.detector.set_config(config)
+    }
+
+    /// The embedder (with its aligner).
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
+    /// Detects faces.
+    pub fn detect(&self, frame: &Frame) -> Result<Vec<Detection>> {
+        self.detector.detect(frame)
+    }
+
+    /// Embeds already detected faces.
+    pub fn embed(&self, frame: &Frame, dets: &[Detection]) -> Result<Vec<Embedding>> {
+        self.embedder.embed_detections(frame, dets)
+    }
+
+    /// Detects and embeds every face of `frame`.
+    pub fn analyze(&self, frame: &Frame) -> Result<Vec<Face>> {
+        Ok(self.analyze_timed(frame)?.0)
+    }
+
+    /// As [`Self::analyze`], with per-stage timings.
+    pub fn analyze_timed(&self, frame: &Frame) -> Result<(Vec<Face>, PerceptionTimings)> {
+        let (dets, detect) = self.detector.detect_timed(frame)?;
+        let t = Instant::now();
+        let embs = self.embed(frame, &dets)?;
+        let embed = t.elapsed();
+        let faces = dets
+            .into_iter()
+            .zip(embs)
+            .map(|(detection, embedding)| Face {
+                detection,
+                embedding,
+            })
+            .collect();
+        Ok((faces, PerceptionTimings { detect, embed }))
+    }
+}

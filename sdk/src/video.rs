@@ -1,0 +1,338 @@
+//! Video decoding through GStreamer (`uridecodebin ! videoconvert ! appsink`),
+//! delivering stride-aware RGB [`Frame`]s. Any GStreamer URI works; plain
+//! paths are turned into `file://` URIs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::error::{Error, Result};
+use crate::frame::{Frame, MAX_FRAME_SIDE};
+
+/// How long a decoder may go without producing a frame before it is abandoned.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What is known about an opened video.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VideoInfo {
+    /// Width of decoded frames.
+    pub width: u32,
+    /// Height of decoded frames.
+    pub height: u32,
+    /// Nominal frame rate, if the stream declares one.
+    pub fps: Option<f64>,
+    /// Duration, if the container declares one.
+    pub duration: Option<Duration>,
+}
+
+impl VideoInfo {
+    /// Estimated number of frames (duration × fps), when both are known.
+    pub fn frame_count(&self) -> Option<u64> {
+        match (self.fps, self.duration) {
+            (Some(f), Some(d)) if f > 0.0 => Some((d.as_secs_f64() * f).round() as u64),
+            _ => None,
+        }
+    }
+}
+
+/// A video being decoded frame by frame.
+pub struct VideoReader {
+    uri: String,
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    info: Option<VideoInfo>,
+    first: Option<Frame>,
+    done: bool,
+}
+
+impl std::fmt::Debug for VideoReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoReader")
+            .field("uri", &self.uri)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// Turns a path or URI into a GStreamer URI.
+pub fn to_uri(input: &str) -> Result<String> {
+    if input.contains("://") {
+        return Ok(input.to_string());
+    }
+    let p = Path::new(input);
+    let abs = std::fs::canonicalize(p).map_err(|source| Error::Io {
+        path: p.into(),
+        source,
+    })?;
+    gst::glib::filename_to_uri(&abs, None)
+        .map(|u| u.to_string())
+        .map_err(|e| Error::Video {
+            uri: input.into(),
+            reason: e.to_string(),
+        })
+}
+
+fn make(name: &str, uri: &str) -> Result<gst::Element> {
+    gst::ElementFactory::make(name).build().map_err(|_| Error::Video {
+        uri: uri.into(),
+        reason: format!("GStreamer element `{name}` is missing (install gstreamer1.0-plugins-base/-good/-libav)"),
+    })
+}
+
+impl VideoReader {
+    /// Opens a file path or URI and decodes until the first frame, so that
+    /// [`Self::info`] is known. Fails with a clear error for a missing file,
+    /// a missing GStreamer plugin, a stream without video, or corrupt data.
+    pub fn open(input: &str) -> Result<Self> {
+        gst::init().map_err(|e| Error::Video {
+            uri: input.into(),
+            reason: format!("GStreamer init: {e}"),
+        })?;
+        let uri = to_uri(input)?;
+        let err = |reason: String| Error::Video {
+            uri: uri.clone(),
+            reason,
+        };
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("uridecodebin")
+            .property("uri", &uri)
+            .build()
+            .map_err(|_| err("GStreamer element `uridecodebin` is missing (install gstreamer1.0-plugins-base)".into()))?;
+        let convert = make("videoconvert", &uri)?;
+        let caps = gst_video::VideoCapsBuilder::new()
+            .format(gst_video::VideoFormat::Rgb)
+            .build();
+        let sink = gst_app::AppSink::builder()
+            .caps(&caps)
+            .sync(false)
+            .max_buffers(4)
+            .build();
+        pipeline
+            .add_many([&src, &convert, sink.upcast_ref()])
+            .map_err(|e| err(e.to_string()))?;
+        convert.link(&sink).map_err(|e| err(e.to_string()))?;
+        let convert_weak = convert.downgrade();
+        src.connect_pad_added(move |_, pad| {
+            let Some(convert) = convert_weak.upgrade() else {
+                return;
+            };
+            let is_video = pad
+                .current_caps()
+                .or_else(|| Some(pad.query_caps(None)))
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                .unwrap_or(false);
+            if let Some(sinkpad) = convert.static_pad("sink") {
+                if is_video && !sinkpad.is_linked() {
+                    let _ = pad.link(&sinkpad);
+                }
+            }
+        });
+        pipeline.set_state(gst::State::Playing).map_err(|_| {
+            let msg = bus_error(&pipeline).unwrap_or_else(|| "cannot start decoding".into());
+            err(msg)
+        })?;
+        let mut reader = Self {
+            uri,
+            pipeline,
+            sink,
+            info: None,
+            first: None,
+            done: false,
+        };
+        match reader.pull()? {
+            Some(f) => reader.first = Some(f),
+            None => {
+                return Err(Error::Video {
+                    uri: reader.uri.clone(),
+                    reason: "no video frames (no video stream?)".into(),
+                })
+            }
+        }
+        if let Some(info) = reader.info.as_mut() {
+            info.duration = reader
+                .pipeline
+                .query_duration::<gst::ClockTime>()
+                .map(|d| Duration::from_nanos(d.nseconds()));
+        }
+        Ok(reader)
+    }
+
+    /// Stream properties (known once the first frame is decoded).
+    pub fn info(&self) -> VideoInfo {
+        self.info.unwrap_or_default()
+    }
+
+    /// The next frame, or `None` at the end of the stream.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>> {
+        if let Some(f) = self.first.take() {
+            return Ok(Some(f));
+        }
+        self.pull()
+    }
+
+    fn pull(&mut self) -> Result<Option<Frame>> {
+        if self.done {
+            return Ok(None);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(e) = bus_error(&self.pipeline) {
+                self.done = true;
+                return Err(Error::Video {
+                    uri: self.uri.clone(),
+                    reason: e,
+                });
+            }
+            if let Some(sample) = self
+                .sink
+                .try_pull_sample(gst::ClockTime::from_mseconds(100))
+            {
+                return self.sample_to_frame(&sample).map(Some);
+            }
+            if self.sink.is_eos() {
+                self.done = true;
+                return Ok(None);
+            }
+            if start.elapsed() > STALL_TIMEOUT {
+                self.done = true;
+                return Err(Error::Video {
+                    uri: self.uri.clone(),
+                    reason: "decoder stalled".into(),
+                });
+            }
+        }
+    }
+
+    fn sample_to_frame(&mut self, sample: &gst::Sample) -> Result<Frame> {
+        let err = |reason: &str| Error::Video {
+            uri: self.uri.clone(),
+            reason: reason.into(),
+        };
+        let caps = sample.caps().ok_or_else(|| err("sample without caps"))?;
+        let vinfo =
+            gst_video::VideoInfo::from_caps(caps).map_err(|_| err("unreadable video caps"))?;
+        let (w, h) = (vinfo.width(), vinfo.height());
+        if w == 0 || h == 0 || w > MAX_FRAME_SIDE || h > MAX_FRAME_SIDE {
+            return Err(err(&format!(
+                "frame size {w}x{h} outside 1..={MAX_FRAME_SIDE}"
+            )));
+        }
+        let stride = usize::try_from(vinfo.stride()[0]).map_err(|_| err("negative stride"))?;
+        let fps = vinfo.fps();
+        if self.info.is_none() {
+            self.info = Some(VideoInfo {
+                width: w,
+                height: h,
+                fps: (fps.numer() > 0 && fps.denom() > 0)
+                    .then(|| f64::from(fps.numer()) / f64::from(fps.denom())),
+                duration: None,
+            });
+        }
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| err("sample without buffer"))?;
+        let map = buffer
+            .map_readable()
+            .map_err(|_| err("unreadable buffer"))?;
+        let need = stride * (h as usize - 1) + w as usize * 3;
+        let data = map
+            .as_slice()
+            .get(..(stride * h as usize).min(map.len()))
+            .ok_or_else(|| err("short buffer"))?;
+        if data.len() < need {
+            return Err(err("short buffer"));
+        }
+        let mut owned = data.to_vec();
+        owned.resize(stride * h as usize, 0);
+        let mut frame = Frame::from_rgb_strided(w, h, stride, owned)?;
+        frame.timestamp = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
+        Ok(frame)
+    }
+}
+
+impl Drop for VideoReader {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(e) = msg.view() {
+            return Some(e.error().to_string());
+        }
+    }
+    None
+}
+
+/// Indices of `n` frames spread evenly over `total` (the centre of `n` equal
+/// bins); all frames when `n >= total`.
+pub fn even_indices(total: u64, n: usize) -> Vec<u64> {
+    if n == 0 || total == 0 {
+        return Vec::new();
+    }
+    if n as u64 >= total {
+        return (0..total).collect();
+    }
+    (0..n as u64)
+        .map(|i| ((2 * i + 1) * total) / (2 * n as u64))
+        .collect()
+}
+
+/// Decodes `input` and returns up to `n` frames sampled evenly over its length
+/// (the first `n` when the length is unknown), with their frame indices.
+pub fn sample_frames(input: &str, n: usize) -> Result<(VideoInfo, Vec<(u64, Frame)>)> {
+    let mut r = VideoReader::open(input)?;
+    let info = r.info();
+    let wanted = match info.frame_count() {
+        Some(total) if total > 0 => even_indices(total, n),
+        _ => (0..n as u64).collect(),
+    };
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut idx = 0u64;
+    let mut it = wanted.iter().peekable();
+    let mut last: Option<Frame> = None;
+    while let Some(&&want) = it.peek() {
+        let Some(f) = r.next_frame()? else { break };
+        if idx == want {
+            out.push((idx, f));
+            it.next();
+        } else {
+            last = Some(f);
+        }
+        idx += 1;
+    }
+    // The container's duration can overstate the frame count by a frame or two:
+    // fall back to the last decoded frame for a missed final index.
+    if out.len() < wanted.len() && out.len() < n {
+        if let Some(f) = last {
+            if out.last().is_none_or(|(i, _)| *i < idx - 1) {
+                out.push((idx - 1, f));
+            }
+        }
+    }
+    Ok((info, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_indices_cover_the_clip() {
+        assert_eq!(even_indices(100, 4), vec![12, 37, 62, 87]);
+        assert_eq!(even_indices(3, 5), vec![0, 1, 2]);
+        assert!(even_indices(0, 5).is_empty());
+        assert!(even_indices(10, 0).is_empty());
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(VideoReader::open("/nonexistent/clip.mp4").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! Bundle loading: validation and tamper detection.
+
+mod common;
+
+use std::path::Path;
+
+use fakewatch_sdk::bundle::Bundle;
+
+fn copy_bundle(dst: &Path) {
+    std::fs::create_dir_all(dst.join("b")).unwrap();
+    for f in ["mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx"] {
+        std::fs::copy(common::root().join("models").join(f), dst.join(f)).unwrap();
+    }
+    // The 90 MB backbone is linked, not copied.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        common::root().join("models/facenet.onnx"),
+        dst.join("facenet.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::base_bundle().join("bundle.json"),
+        dst.join("b/bundle.json"),
+    )
+    .unwrap();
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("fakewatch-bundle-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn shipped_base_bundle_loads() {
+    let b = Bundle::load(common::base_bundle()).unwrap();
+    assert_eq!(b.manifest().backbone.dim, 512);
+    assert!(b.manifest().head.is_none());
+}
+
+#[test]
+fn a_changed_byte_is_refused() {
+    let d = tmpdir("tamper");
+    copy_bundle(&d);
+    assert!(Bundle::load(d.join("b")).is_ok());
+    let p = d.join("mtcnn_rnet.onnx");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x01;
+    std::fs::write(&p, bytes).unwrap();
+    let err = Bundle::load(d.join("b")).unwrap_err().to_string();
+    assert!(
+        err.contains("sha256") && err.contains("mtcnn_rnet.onnx"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn malformed_manifests_are_refused() {
+    let d = tmpdir("malformed");
+    copy_bundle(&d);
+    let path = d.join("b/bundle.json");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("format", {
+            let mut v = good.clone();
+            v["format"] = 2.into();
+            v
+        }),
+        ("unknown", {
+            let mut v = good.clone();
+            v["detektor"] = 1.into();
+            v
+        }),
+        ("threshold", {
+            let mut v = good.clone();
+            v["detector"]["thresholds"] = serde_json::json!([0.6, 0.7, 2.0]);
+            v
+        }),
+        ("unlisted", {
+            let mut v = good.clone();
+            v["files"]
+                .as_object_mut()
+                .unwrap()
+                .remove("../mtcnn_onet.onnx");
+            v
+        }),
+        ("absolute", {
+            let mut v = good.clone();
+            v["files"]["/etc/passwd"] = "00".into();
+            v
+        }),
+    ];
+    for (name, v) in cases {
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        assert!(Bundle::load(d.join("b")).is_err(), "{name} accepted");
+    }
+    std::fs::write(&path, "{ not json").unwrap();
+    assert!(Bundle::load(d.join("b")).is_err());
+    let _ = std::fs::remove_dir_all(&d);
+}

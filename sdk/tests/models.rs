@@ -1,0 +1,92 @@
+//! Model files: each one matches the manifest's sha256 and loads in every backend.
+
+mod common;
+
+use fakewatch_sdk::backend::{ShapePolicy, Tensor};
+use fakewatch_sdk::bundle::sha256_file;
+
+#[test]
+fn manifest_sha256_and_load() {
+    let root = common::root();
+    let text = std::fs::read_to_string(root.join("models/manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let models = manifest["models"].as_object().expect("models map");
+    assert_eq!(models.len(), 4, "pnet, rnet, onet, facenet");
+    for (name, meta) in models {
+        let path = root.join("models").join(name);
+        let want = meta["sha256"].as_str().unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            want,
+            "{name} differs from the manifest"
+        );
+        for key in [
+            "source",
+            "licence",
+            "normalisation",
+            "input",
+            "conversion",
+            "path_in_package",
+        ] {
+            assert!(meta.get(key).is_some(), "{name}: manifest lacks {key}");
+        }
+        // Load and run once on a zero input of the declared shape (symbolic dims = 1 or 48).
+        let shape: Vec<usize> = meta["input"]["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                d.as_u64()
+                    .map(|v| v as usize)
+                    .unwrap_or(if d == "N" { 1 } else { 48 })
+            })
+            .collect();
+        for case in common::backends() {
+            let m = case.backend.load(&path, ShapePolicy::Symbolic).unwrap();
+            let n: usize = shape.iter().product();
+            let out = m
+                .run(&Tensor::new(shape.clone(), vec![0.0; n]).unwrap())
+                .unwrap();
+            assert!(!out.is_empty());
+            assert!(
+                out.iter().all(|t| t.data.iter().all(|v| v.is_finite())),
+                "{name}: non-finite output"
+            );
+        }
+    }
+    let fx = &manifest["fixtures"]["tests/fixtures/t1.jpg"];
+    assert_eq!(
+        sha256_file(&root.join("tests/fixtures/t1.jpg")).unwrap(),
+        fx["sha256"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn wrong_input_shape_is_an_error_not_a_panic() {
+    let path = common::root().join("models/mtcnn_rnet.onnx");
+    for case in common::backends() {
+        let m = case.backend.load(&path, ShapePolicy::Symbolic).unwrap();
+        assert!(m
+            .run(&Tensor::new(vec![1, 3, 12, 12], vec![0.0; 432]).unwrap())
+            .is_err());
+        assert!(m
+            .run(&Tensor::new(vec![0, 3, 24, 24], vec![]).unwrap())
+            .is_err());
+    }
+    assert!(fakewatch_sdk::backend::TractBackend.load_missing_is_error());
+}
+
+trait MissingFile {
+    fn load_missing_is_error(&self) -> bool;
+}
+
+impl MissingFile for fakewatch_sdk::backend::TractBackend {
+    fn load_missing_is_error(&self) -> bool {
+        use fakewatch_sdk::backend::Backend;
+        self.load(
+            std::path::Path::new("/nonexistent.onnx"),
+            ShapePolicy::Symbolic,
+        )
+        .is_err()
+    }
+}
