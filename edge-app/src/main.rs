@@ -1,5 +1,6 @@
 //! `fakewatch`: deepfake detection on files and live sources.
 
+mod bench;
 mod faces;
 mod inputs;
 mod overlay;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the face detector (and optionally the embedder) on images or videos.
     Faces(faces::FacesArgs),
+    /// Measure per-stage latency of the perception path.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -31,6 +34,7 @@ fn main() {
     let cli = Cli::parse();
     let res: Result<()> = match cli.command {
         Command::Faces(a) => faces::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = res {
         eprintln!("fakewatch: {e:#}");
