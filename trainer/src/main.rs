@@ -3,6 +3,11 @@
 //! backbone, so what is trained is exactly what runs on the device.
 
 mod dataset;
+mod head;
+mod logistic;
+mod metrics;
+mod onnx;
+mod triplet;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +50,9 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Train the triplet head + logistic classifier on cached embeddings,
+    /// evaluate against the frames-only baseline, export and verify ONNX.
+    Head(head::HeadArgs),
 }
 
 fn main() {
@@ -57,6 +65,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Head(a) => head::run(a),
         Command::Embed {
             dataset,
             bundle,

@@ -1,0 +1,293 @@
+//! Writing small ONNX graphs from Rust (through tract's prost types): the
+//! triplet head (Gemm/ReLU MLP with an L2-normalised output) and the logistic
+//! classifier (Gemm + Sigmoid).
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use prost::Message;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+/// Opset of the written graphs.
+pub const OPSET: i64 = 13;
+/// Added under the square root of the L2 normalisation.
+pub const L2_EPS: f32 = 1e-12;
+
+/// A dense layer `y = x Wᵀ + b` with `W` of shape `[out, in]` (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Weights, `out × in`.
+    pub weight: Vec<f32>,
+    /// Bias, `out`.
+    pub bias: Vec<f32>,
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+}
+
+#[cfg(test)]
+impl Dense {
+    /// Applies the layer to one row.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        (0..self.outputs)
+            .map(|o| {
+                let w = &self.weight[o * self.inputs..(o + 1) * self.inputs];
+                w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + self.bias[o]
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+/// Forward pass of an MLP head in plain Rust: ReLU between layers, L2 at the end.
+pub fn mlp_forward(layers: &[Dense], x: &[f32]) -> Vec<f32> {
+    let mut h = x.to_vec();
+    for (i, l) in layers.iter().enumerate() {
+        h = l.forward(&h);
+        if i + 1 < layers.len() {
+            h.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+    let n = (h.iter().map(|v| v * v).sum::<f32>() + L2_EPS).sqrt();
+    h.iter().map(|v| v / n).collect()
+}
+
+struct Builder {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+}
+
+fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v as i64),
+                None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+impl Builder {
+    fn node(&mut self, op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) {
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+    fn gemm(&mut self, x: &str, l: &Dense, name: &str) -> Result<String> {
+        ensure!(
+            l.weight.len() == l.inputs * l.outputs && l.bias.len() == l.outputs,
+            "{name}: bad shapes"
+        );
+        let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
+        self.inits
+            .push(tensor(&w, &[l.outputs, l.inputs], &l.weight));
+        self.inits.push(tensor(&b, &[l.outputs], &l.bias));
+        self.node("Gemm", &[x, &w, &b], name, vec![int_attr("transB", 1)]);
+        Ok(name.to_string())
+    }
+    fn model(self, name: &str, input: ValueInfoProto, output: ValueInfoProto) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            producer_name: "fakewatch-train".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            graph: Some(GraphProto {
+                name: name.into(),
+                node: self.nodes,
+                initializer: self.inits,
+                input: vec![input],
+                output: vec![output],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The MLP head as ONNX: input `embedding` `[N, in]`, output `head` `[N, out]`.
+pub fn head_model(layers: &[Dense]) -> Result<ModelProto> {
+    ensure!(!layers.is_empty(), "head needs at least one layer");
+    for w in layers.windows(2) {
+        ensure!(w[0].outputs == w[1].inputs, "layer widths do not chain");
+    }
+    let mut b = Builder {
+        nodes: vec![],
+        inits: vec![],
+    };
+    let mut x = "embedding".to_string();
+    for (i, l) in layers.iter().enumerate() {
+        x = b.gemm(&x, l, &format!("dense{i}"))?;
+        if i + 1 < layers.len() {
+            let r = format!("relu{i}");
+            b.node("Relu", &[&x], &r, vec![]);
+            x = r;
+        }
+    }
+    b.inits.push(TensorProto {
+        name: "axes".into(),
+        dims: vec![1],
+        data_type: DataType::Int64 as i32,
+        int64_data: vec![1],
+        ..Default::default()
+    });
+    b.inits.push(tensor("eps", &[], &[L2_EPS]));
+    b.node("Mul", &[&x, &x], "sq", vec![]);
+    b.node(
+        "ReduceSum",
+        &["sq", "axes"],
+        "sumsq",
+        vec![int_attr("keepdims", 1)],
+    );
+    b.node("Add", &["sumsq", "eps"], "sumsq_eps", vec![]);
+    b.node("Sqrt", &["sumsq_eps"], "norm", vec![]);
+    b.node("Div", &[&x, "norm"], "head", vec![]);
+    let (i, o) = (layers[0].inputs, layers[layers.len() - 1].outputs);
+    Ok(b.model(
+        "triplet_head",
+        value_info("embedding", &[None, Some(i)]),
+        value_info("head", &[None, Some(o)]),
+    ))
+}
+
+/// Logistic regression as ONNX: input `features` `[N, in]`, output `p_fake` `[N, 1]`.
+pub fn logistic_model(weights: &[f32], bias: f32) -> Result<ModelProto> {
+    let mut b = Builder {
+        nodes: vec![],
+        inits: vec![],
+    };
+    let l = Dense {
+        weight: weights.to_vec(),
+        bias: vec![bias],
+        inputs: weights.len(),
+        outputs: 1,
+    };
+    let z = b.gemm("features", &l, "logit")?;
+    b.node("Sigmoid", &[&z], "p_fake", vec![]);
+    Ok(b.model(
+        "logistic",
+        value_info("features", &[None, Some(weights.len())]),
+        value_info("p_fake", &[None, Some(1)]),
+    ))
+}
+
+/// Writes a model to `path`.
+pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
+    std::fs::write(path, model.encode_to_vec())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fakewatch_sdk::backend::{Backend, ShapePolicy, Tensor, TractBackend};
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
+
+    fn dense(i: usize, o: usize, seed: &mut u64) -> Dense {
+        Dense {
+            weight: (0..i * o).map(|_| lcg(seed) * 0.3).collect(),
+            bias: (0..o).map(|_| lcg(seed) * 0.1).collect(),
+            inputs: i,
+            outputs: o,
+        }
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("fakewatch-onnx-{name}-{}.onnx", std::process::id()))
+    }
+
+    #[test]
+    fn head_round_trips_through_tract() {
+        let mut seed = 7;
+        let layers = vec![
+            dense(512, 256, &mut seed),
+            dense(256, 128, &mut seed),
+            dense(128, 64, &mut seed),
+        ];
+        let path = tmp("head");
+        save(&head_model(&layers).unwrap(), &path).unwrap();
+        let m = TractBackend.load(&path, ShapePolicy::Symbolic).unwrap();
+        let n = 3;
+        let x: Vec<f32> = (0..n * 512).map(|_| lcg(&mut seed)).collect();
+        let out = m
+            .run(&Tensor::new(vec![n, 512], x.clone()).unwrap())
+            .unwrap();
+        assert_eq!(out[0].shape, vec![n, 64]);
+        for r in 0..n {
+            let want = mlp_forward(&layers, &x[r * 512..(r + 1) * 512]);
+            for (a, b) in out[0].item(r).iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+            let norm: f32 = out[0].item(r).iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5);
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn logistic_round_trips_through_tract() {
+        let w = vec![0.5, -1.0, 2.0];
+        let path = tmp("logistic");
+        save(&logistic_model(&w, 0.25).unwrap(), &path).unwrap();
+        let m = TractBackend.load(&path, ShapePolicy::Symbolic).unwrap();
+        let out = m
+            .run(&Tensor::new(vec![2, 3], vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0]).unwrap())
+            .unwrap();
+        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
+        assert!((out[0].data[0] - sig(1.75)).abs() < 1e-6);
+        assert!((out[0].data[1] - sig(0.25)).abs() < 1e-6);
+        assert!(head_model(&[]).is_err());
+        let _ = std::fs::remove_file(path);
+    }
+}
