@@ -11,7 +11,8 @@ use crate::frame::Frame;
 use crate::geometry::Detection;
 use crate::mtcnn::{DetectTimings, Mtcnn, MtcnnConfig};
 
-/// Most PNet plans kept per detector (one per pyramid level of the frame sizes seen).
+/// Most PNet plans kept per detector with [`ShapePolicy::PerShape`] (one per
+/// pyramid level of the frame sizes seen).
 pub const PNET_PLAN_CACHE: usize = 64;
 
 /// A detected face with its embedding.

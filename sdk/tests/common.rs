@@ -18,18 +18,6 @@ pub fn base_bundle() -> PathBuf {
     root().join("models/base")
 }
 
-/// `../shared` beside the repository, if present (research data; tests that
-/// need it skip with a message when it is absent).
-pub fn shared() -> Option<PathBuf> {
-    let p = root().join("../shared");
-    if p.join("data").is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: ../shared/data is absent; this test needs the shared research data");
-        None
-    }
-}
-
 /// A backend under test and the tolerance its outputs are held to.
 pub struct BackendCase {
     /// The backend.
