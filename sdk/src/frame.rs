@@ -44,10 +44,11 @@ impl PixelFormat {
         }
     }
 
-    /// Total bytes a frame needs with the given first-plane stride. Chroma planes
-    /// of NV12/I420 follow the luma plane; their stride is `stride` (NV12) or
-    /// `stride / 2` rounded up (I420), as GStreamer and V4L2 lay them out by default.
-    pub fn required_len(self, width: u32, height: u32, stride: usize) -> Option<usize> {
+    /// Total bytes a frame of `height` rows needs with the given first-plane
+    /// stride. Chroma planes of NV12/I420 follow the luma plane; their stride is
+    /// `stride` (NV12) or `stride / 2` rounded up (I420), as GStreamer and V4L2
+    /// lay them out by default.
+    pub fn required_len(self, height: u32, stride: usize) -> Option<usize> {
         let h = height as usize;
         let luma = stride.checked_mul(h)?;
         match self {
@@ -56,11 +57,7 @@ impl PixelFormat {
                 let cs = stride.div_ceil(2);
                 luma.checked_add(cs.checked_mul(h.div_ceil(2))?.checked_mul(2)?)
             }
-            _ => {
-                // The last row need only hold its pixels, not the full stride.
-                let _ = width;
-                Some(luma)
-            }
+            _ => Some(luma),
         }
     }
 }
@@ -116,7 +113,7 @@ impl<'a> FrameRef<'a> {
             )));
         }
         let need = format
-            .required_len(width, height, stride)
+            .required_len(height, stride)
             .ok_or_else(|| Error::frame("frame size overflows"))?;
         if data.len() < need {
             return Err(Error::frame(format!(

@@ -281,10 +281,9 @@ impl Mtcnn {
                 bbreg(&mut c);
                 dets.push((c, Landmarks(pts)));
             }
-            let mut order: Vec<Cand> = dets.iter().map(|d| d.0).collect();
-            let keep = nms_indices(&order, NMS_FINAL_MIN, Overlap::Min);
+            let boxes: Vec<Cand> = dets.iter().map(|d| d.0).collect();
+            let keep = nms_indices(&boxes, NMS_FINAL_MIN, Overlap::Min);
             dets = keep.iter().map(|&i| dets[i]).collect();
-            order.clear();
         }
         t.onet = t3.elapsed();
         t.candidates[2] = dets.len();
