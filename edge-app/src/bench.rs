@@ -75,23 +75,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = Bundle::load(&dir)?;
-    let policies: Vec<(&str, ShapePolicy)> = match a.pnet_plans {
-        PnetPlans::PerShape => vec![(
-            "per-shape",
-            ShapePolicy::PerShape {
-                capacity: PNET_PLAN_CACHE,
-            },
-        )],
-        PnetPlans::Symbolic => vec![("symbolic", ShapePolicy::Symbolic)],
-        PnetPlans::Both => vec![
-            (
-                "per-shape",
-                ShapePolicy::PerShape {
-                    capacity: PNET_PLAN_CACHE,
-                },
-            ),
-            ("symbolic", ShapePolicy::Symbolic),
-        ],
+    let per_shape = (
+        "per-shape",
+        ShapePolicy::PerShape {
+            capacity: PNET_PLAN_CACHE,
+        },
+    );
+    let symbolic = ("symbolic", ShapePolicy::Symbolic);
+    let policies = match a.pnet_plans {
+        PnetPlans::PerShape => vec![per_shape],
+        PnetPlans::Symbolic => vec![symbolic],
+        PnetPlans::Both => vec![per_shape, symbolic],
     };
     for (name, policy) in policies {
         let p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;

@@ -136,11 +136,25 @@ pub fn run(a: HeadArgs) -> Result<()> {
     pb.finish();
 
     // Frames-only baseline: the same classifier on raw embeddings.
-    let raw = logistic::fit(&train.x, &train.y, 20, 0.1, 1e-4, a.seed)?;
+    let raw = logistic::fit(
+        &train.x,
+        &train.y,
+        logistic::EPOCHS,
+        logistic::LEARNING_RATE,
+        logistic::L2,
+        a.seed,
+    )?;
     let (_, raw_report) = evaluate(&raw, &test.x, &test.y)?;
     let htrain = project(&head, &train.x)?;
     let htest = project(&head, &test.x)?;
-    let clf = logistic::fit(&htrain, &train.y, 20, 0.1, 1e-4, a.seed)?;
+    let clf = logistic::fit(
+        &htrain,
+        &train.y,
+        logistic::EPOCHS,
+        logistic::LEARNING_RATE,
+        logistic::L2,
+        a.seed,
+    )?;
     let (scores, report) = evaluate(&clf, &htest, &test.y)?;
 
     // Export and verify in tract.

@@ -6,6 +6,13 @@ use anyhow::{ensure, Result};
 
 use crate::triplet::Rng;
 
+/// SGD passes over the training set used by `fakewatch-train head`.
+pub const EPOCHS: usize = 20;
+/// Initial SGD learning rate (decays as `lr / (1 + 0.1 · epoch)`).
+pub const LEARNING_RATE: f32 = 0.1;
+/// L2 regularisation strength.
+pub const L2: f32 = 1e-4;
+
 /// A trained logistic model `p = σ(w·x + b)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logistic {
@@ -57,9 +64,7 @@ pub fn fit(
     let mut rng = Rng::new(seed);
     let mut order: Vec<usize> = (0..x.len()).collect();
     for epoch in 0..epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
+        rng.shuffle(&mut order);
         let rate = lr / (1.0 + epoch as f32 * 0.1);
         for chunk in order.chunks(32) {
             let mut gw = vec![0f32; d];
