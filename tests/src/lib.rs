@@ -1,29 +1,58 @@
 //! Helpers for the workspace-level end-to-end tests: locating the built
 //! binaries, the repository's files and the optional shared research data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A workspace binary built by the same `cargo test` run (`target/<profile>/NAME`).
+/// A workspace binary (`target/<profile>/NAME`), built and up to date.
+///
+/// Cargo only builds a package's binaries for that package's own integration
+/// tests, so the first call in a test process runs `cargo build --bins` for the
+/// binary crates with the same profile and target directory (a no-op when they
+/// are fresh). A stale binary would test old code; a missing one cannot run.
 pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    // target/<profile>/deps/<test> -> target/<profile>
     let dir = exe
         .parent()
         .and_then(|p| p.parent())
-        .expect("target directory");
+        .expect("target directory")
+        .to_path_buf();
+    if let Err(e) = BUILT.get_or_init(|| build_binaries(&dir)) {
+        panic!("building the workspace binaries failed:\n{e}");
+    }
     let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} not built: run `cargo test --workspace`",
-        p.display()
-    );
+    assert!(p.is_file(), "{} was not built", p.display());
     p
+}
+
+fn build_binaries(profile_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let out = Command::new(cargo)
+        .args(["build", "--bins", "--profile", profile])
+        .args(["-p", "fakewatch-edge", "-p", "fakewatch-trainer"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 /// Runs a workspace binary with `args` from the repository root.

@@ -2,7 +2,9 @@
 //! metric-learning head. Extraction runs the SDK's own detector, aligner and
 //! backbone, so what is trained is exactly what runs on the device.
 
+mod cache;
 mod dataset;
+mod extract;
 mod head;
 mod logistic;
 mod metrics;
@@ -16,8 +18,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fakewatch_sdk::backend::TractBackend;
 use fakewatch_sdk::bundle::Bundle;
-use fakewatch_sdk::{Frame, Perception};
-use indicatif::{ProgressBar, ProgressStyle};
+use fakewatch_sdk::Perception;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,13 @@ enum Command {
         /// At most this many rows (after the split filter).
         #[arg(long)]
         limit: Option<usize>,
+        /// Embedding cache directory (default: $FAKEWATCH_CACHE,
+        /// $XDG_CACHE_HOME/fakewatch or ~/.cache/fakewatch).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Train the triplet head + logistic classifier on cached embeddings,
     /// evaluate against the frames-only baseline, export and verify ONNX.
@@ -72,6 +80,8 @@ fn run(cli: Cli) -> Result<()> {
             out,
             split,
             limit,
+            cache,
+            threads,
         } => {
             let rows = dataset::read_labels(&dataset)?;
             let rows: Vec<_> = rows
@@ -82,42 +92,45 @@ fn run(cli: Cli) -> Result<()> {
             let bundle =
                 Bundle::load(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
             let perception = Perception::from_bundle(&bundle, &TractBackend)?;
+            let cache_dir = cache.unwrap_or_else(cache::default_dir);
+            let mut cache =
+                cache::EmbeddingCache::open(&cache_dir, &cache::perception_key(&bundle)?)?;
+            log::info!(
+                "embedding cache {} ({} entries)",
+                cache.path().display(),
+                cache.len()
+            );
+            let jobs: Vec<_> = rows
+                .iter()
+                .map(|r| extract::Job {
+                    path: dataset.join(&r.file),
+                })
+                .collect();
+            let threads = threads.unwrap_or_else(default_threads);
+            let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
             let mut w = std::io::BufWriter::new(
                 std::fs::File::create(&out)
                     .with_context(|| format!("creating {}", out.display()))?,
             );
-            let pb = ProgressBar::new(rows.len() as u64);
-            pb.set_style(ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} {per_sec} eta {eta}",
-            )?);
             let (mut found, mut failed) = (0usize, 0usize);
-            for r in &rows {
-                pb.inc(1);
-                let path = dataset.join(&r.file);
-                let faces = Frame::load(&path).and_then(|f| perception.analyze(&f));
-                match faces {
-                    Ok(faces) => {
-                        // The crop's subject is its largest face.
-                        let best = faces.iter().max_by(|a, b| {
-                            a.detection.bbox.area().total_cmp(&b.detection.bbox.area())
+            for (r, o) in rows.iter().zip(&outcomes) {
+                match o {
+                    extract::Outcome::Face(face) => {
+                        found += 1;
+                        let line = serde_json::json!({
+                            "file": r.file, "label": r.label, "group": r.group,
+                            "identity": r.identity, "split": r.split,
+                            "score": face.score, "embedding": face.embedding,
                         });
-                        if let Some(face) = best {
-                            found += 1;
-                            let line = serde_json::json!({
-                                "file": r.file, "label": r.label, "group": r.group,
-                                "identity": r.identity, "split": r.split,
-                                "score": face.detection.score, "embedding": face.embedding.0,
-                            });
-                            writeln!(w, "{line}")?;
-                        }
+                        writeln!(w, "{line}")?;
                     }
-                    Err(e) => {
+                    extract::Outcome::NoFace => {}
+                    extract::Outcome::Failed(e) => {
                         failed += 1;
-                        log::warn!("{}: {e}", path.display());
+                        log::warn!("{}: {e}", r.file);
                     }
                 }
             }
-            pb.finish();
             w.flush()?;
             log::info!(
                 "{} rows, face found in {found}, {failed} unreadable",
@@ -126,4 +139,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Worker threads for extraction: one per core.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
