@@ -4,6 +4,7 @@ mod bench;
 mod faces;
 mod inputs;
 mod overlay;
+mod scan;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Deepfake verdict per image, video or directory entry.
+    Scan(scan::ScanArgs),
     /// Run the face detector (and optionally the embedder) on images or videos.
     Faces(faces::FacesArgs),
     /// Measure per-stage latency of the perception path.
@@ -33,6 +36,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let res: Result<()> = match cli.command {
+        Command::Scan(a) => scan::run(a),
         Command::Faces(a) => faces::run(a),
         Command::Bench(a) => bench::run(a),
     };

@@ -1,38 +1,13 @@
-//! Drawing onto RGB frames with embedded-graphics: a `DrawTarget` over the
-//! frame buffer, and the detection overlay used by `--draw`.
+//! The detection overlay used by `--draw`, drawn with embedded-graphics
+//! through the SDK's [`Canvas`].
 
 use embedded_graphics::mono_font::{ascii::FONT_10X20, MonoTextStyle};
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
+use fakewatch_sdk::draw::Canvas;
 use fakewatch_sdk::{Detection, Frame};
-
-/// A frame as an embedded-graphics draw target (pixels outside are clipped).
-pub struct Canvas<'a>(pub &'a mut Frame);
-
-impl OriginDimensions for Canvas<'_> {
-    fn size(&self) -> Size {
-        Size::new(self.0.width(), self.0.height())
-    }
-}
-
-impl DrawTarget for Canvas<'_> {
-    type Color = Rgb888;
-    type Error = std::convert::Infallible;
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-        &mut self,
-        pixels: I,
-    ) -> Result<(), Self::Error> {
-        for Pixel(p, c) in pixels {
-            if p.x >= 0 && p.y >= 0 {
-                self.0
-                    .set_pixel(p.x as u32, p.y as u32, [c.r(), c.g(), c.b()]);
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Line width that stays visible from 480p to 4K.
 pub fn stroke_for(frame: &Frame) -> u32 {

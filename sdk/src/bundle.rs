@@ -227,6 +227,9 @@ impl Bundle {
                     "decision threshold must be in [0, 1] and frames > 0".into()
                 ));
             }
+            d.aggregation
+                .parse::<crate::score::Aggregation>()
+                .map_err(|e| bad(e.to_string()))?;
         }
         for (name, want) in &m.files {
             let p = self.resolve(name)?;

@@ -16,6 +16,8 @@
 pub mod align;
 pub mod backend;
 pub mod bundle;
+pub mod detector;
+pub mod draw;
 pub mod embed;
 pub mod error;
 pub mod frame;
@@ -23,10 +25,15 @@ pub mod geometry;
 pub mod mtcnn;
 pub mod perception;
 pub mod resample;
+pub mod sampling;
+pub mod score;
+pub mod track;
 #[cfg(feature = "gst")]
 pub mod video;
 
+pub use detector::{DeepfakeDetector, ScoredFace, Session};
 pub use error::{Error, Result};
 pub use frame::{Frame, FrameRef, PixelFormat};
 pub use geometry::{BBox, Detection, Landmarks, Point};
 pub use perception::{Face, Perception};
+pub use score::{Label, Verdict};

@@ -12,32 +12,10 @@ use gstreamer_video as gst_video;
 
 use crate::error::{Error, Result};
 use crate::frame::{Frame, MAX_FRAME_SIDE};
+pub use crate::sampling::{even_indices, Sampling, VideoInfo};
 
 /// How long a decoder may go without producing a frame before it is abandoned.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What is known about an opened video.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct VideoInfo {
-    /// Width of decoded frames.
-    pub width: u32,
-    /// Height of decoded frames.
-    pub height: u32,
-    /// Nominal frame rate, if the stream declares one.
-    pub fps: Option<f64>,
-    /// Duration, if the container declares one.
-    pub duration: Option<Duration>,
-}
-
-impl VideoInfo {
-    /// Estimated number of frames (duration × fps), when both are known.
-    pub fn frame_count(&self) -> Option<u64> {
-        match (self.fps, self.duration) {
-            (Some(f), Some(d)) if f > 0.0 => Some((d.as_secs_f64() * f).round() as u64),
-            _ => None,
-        }
-    }
-}
 
 /// A video being decoded frame by frame.
 pub struct VideoReader {
@@ -270,29 +248,18 @@ fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
     None
 }
 
-/// Indices of `n` frames spread evenly over `total` (the centre of `n` equal
-/// bins); all frames when `n >= total`.
-pub fn even_indices(total: u64, n: usize) -> Vec<u64> {
-    if n == 0 || total == 0 {
-        return Vec::new();
-    }
-    if n as u64 >= total {
-        return (0..total).collect();
-    }
-    (0..n as u64)
-        .map(|i| ((2 * i + 1) * total) / (2 * n as u64))
-        .collect()
-}
-
 /// Decodes `input` and returns up to `n` frames sampled evenly over its length
 /// (the first `n` when the length is unknown), with their frame indices.
 pub fn sample_frames(input: &str, n: usize) -> Result<(VideoInfo, Vec<(u64, Frame)>)> {
+    sample_frames_by(input, Sampling::Even(n))
+}
+
+/// Decodes `input` and returns the frames `sampling` selects, with their indices.
+pub fn sample_frames_by(input: &str, sampling: Sampling) -> Result<(VideoInfo, Vec<(u64, Frame)>)> {
     let mut r = VideoReader::open(input)?;
     let info = r.info();
-    let wanted = match info.frame_count() {
-        Some(total) if total > 0 => even_indices(total, n),
-        _ => (0..n as u64).collect(),
-    };
+    let wanted = sampling.indices(&info);
+    let n = wanted.len();
     let mut out = Vec::with_capacity(wanted.len());
     let mut idx = 0u64;
     let mut it = wanted.iter().peekable();
@@ -322,14 +289,6 @@ pub fn sample_frames(input: &str, n: usize) -> Result<(VideoInfo, Vec<(u64, Fram
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn even_indices_cover_the_clip() {
-        assert_eq!(even_indices(100, 4), vec![12, 37, 62, 87]);
-        assert_eq!(even_indices(3, 5), vec![0, 1, 2]);
-        assert!(even_indices(0, 5).is_empty());
-        assert!(even_indices(10, 0).is_empty());
-    }
 
     #[test]
     fn missing_file_is_an_error() {

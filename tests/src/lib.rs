@@ -92,3 +92,29 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
 }
+
+/// Encodes a still photo as an MJPEG/AVI clip of `frames` frames at 12 fps with
+/// GStreamer (`gst-launch-1.0`, Debian `gstreamer1.0-tools`): a real encoded
+/// video made by the tests themselves.
+pub fn make_clip(photo: &Path, frames: u32, out: &Path) -> PathBuf {
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "filesrc"])
+        .arg(format!("location={}", photo.display()))
+        .args(["!", "jpegdec", "!", "videoconvert", "!", "imagefreeze"])
+        .arg(format!("num-buffers={frames}"))
+        .args([
+            "!",
+            "video/x-raw,framerate=12/1",
+            "!",
+            "jpegenc",
+            "!",
+            "avimux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", out.display()))
+        .status()
+        .expect("gst-launch-1.0 (Debian gstreamer1.0-tools) is needed to make the test clip");
+    assert!(status.success(), "gst-launch-1.0 failed");
+    out.to_path_buf()
+}

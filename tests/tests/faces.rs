@@ -1,8 +1,6 @@
 //! End to end: `fakewatch faces` on images and real decoded video.
 
-use std::process::Command;
-
-use fakewatch_tests::{ndjson, root, run, scratch, shared};
+use fakewatch_tests::{make_clip, ndjson, root, run, scratch, shared};
 
 #[test]
 fn faces_json_on_t1_reports_six_faces() {
@@ -85,33 +83,11 @@ fn bad_inputs_fail_cleanly() {
 #[test]
 fn faces_on_a_decoded_video() {
     let dir = scratch("video");
-    let clip = dir.join("t1.avi");
-    let photo = root().join("tests/fixtures/t1.jpg");
-    let status = Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "filesrc",
-            &format!("location={}", photo.display()),
-            "!",
-            "jpegdec",
-            "!",
-            "videoconvert",
-            "!",
-            "imagefreeze",
-            "num-buffers=12",
-            "!",
-            "video/x-raw,framerate=12/1",
-            "!",
-            "jpegenc",
-            "!",
-            "avimux",
-            "!",
-            "filesink",
-            &format!("location={}", clip.display()),
-        ])
-        .status()
-        .expect("gst-launch-1.0 (Debian gstreamer1.0-tools) is needed to make the test clip");
-    assert!(status.success());
+    let clip = make_clip(
+        &root().join("tests/fixtures/t1.jpg"),
+        12,
+        &dir.join("t1.avi"),
+    );
     let out = run(
         "fakewatch",
         &["faces", "--json", "--frames", "3", clip.to_str().unwrap()],

@@ -19,6 +19,9 @@ use sha2::{Digest, Sha256};
 /// What the perception path produced for one input (file or video frame).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedFace {
+    /// Frame index in the input (0 for an image).
+    #[serde(default)]
+    pub frame: u64,
     /// Detector confidence of the chosen face.
     pub score: f32,
     /// Box `[x1, y1, x2, y2]` of the chosen face in input pixels.
@@ -30,14 +33,28 @@ pub struct CachedFace {
 #[derive(Serialize, Deserialize)]
 struct Line {
     key: String,
-    /// `None` when no face was found (a result too: do not retry it).
+    /// Single-face form (images); `None` when no face was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     face: Option<CachedFace>,
+    /// One face per sampled frame (videos, and every line written now);
+    /// empty when no face was found — a result too, not retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    faces: Option<Vec<CachedFace>>,
+}
+
+impl Line {
+    fn into_faces(self) -> Vec<CachedFace> {
+        match self.faces {
+            Some(f) => f,
+            None => self.face.into_iter().collect(),
+        }
+    }
 }
 
 /// The cache of one perception key.
 pub struct EmbeddingCache {
     path: PathBuf,
-    entries: HashMap<String, Option<CachedFace>>,
+    entries: HashMap<String, Vec<CachedFace>>,
     out: BufWriter<File>,
 }
 
@@ -99,7 +116,7 @@ impl EmbeddingCache {
             for line in BufReader::new(f).lines() {
                 let line = line.with_context(|| format!("reading {}", path.display()))?;
                 if let Ok(l) = serde_json::from_str::<Line>(&line) {
-                    entries.insert(l.key, l.face);
+                    entries.insert(l.key.clone(), l.into_faces());
                 }
             }
         }
@@ -126,19 +143,20 @@ impl EmbeddingCache {
         self.entries.len()
     }
 
-    /// The cached result for `key`, if any (`Some(None)`: no face found).
-    pub fn get(&self, key: &str) -> Option<&Option<CachedFace>> {
+    /// The cached faces of `key`, if any (empty: no face found).
+    pub fn get(&self, key: &str) -> Option<&Vec<CachedFace>> {
         self.entries.get(key)
     }
 
     /// Records a result and appends it to disk.
-    pub fn insert(&mut self, key: String, face: Option<CachedFace>) -> Result<()> {
+    pub fn insert(&mut self, key: String, faces: Vec<CachedFace>) -> Result<()> {
         let line = serde_json::to_string(&Line {
             key: key.clone(),
-            face: face.clone(),
+            face: None,
+            faces: Some(faces.clone()),
         })?;
         writeln!(self.out, "{line}")?;
-        self.entries.insert(key, face);
+        self.entries.insert(key, faces);
         Ok(())
     }
 
@@ -159,30 +177,36 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fw-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let face = CachedFace {
+            frame: 0,
             score: 0.9,
             bbox: [1.0, 2.0, 3.0, 4.0],
             embedding: vec![0.6, 0.8],
         };
         {
             let mut c = EmbeddingCache::open(&dir, "k").unwrap();
-            c.insert("a".into(), Some(face.clone())).unwrap();
-            c.insert("b".into(), None).unwrap();
+            c.insert("a".into(), vec![face.clone()]).unwrap();
+            c.insert("b".into(), vec![]).unwrap();
             c.flush().unwrap();
         }
-        // A crash mid-line leaves a torn tail.
+        // Lines of the earlier single-face form still read.
         let p = dir.join("embeddings-k.ndjson");
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        writeln!(f, "{{\"key\":\"old\",\"face\":null}}").unwrap();
+        drop(f);
+        // A crash mid-line leaves a torn tail.
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         write!(f, "{{\"key\":\"c\",\"fa").unwrap();
         drop(f);
         let mut c = EmbeddingCache::open(&dir, "k").unwrap();
-        assert_eq!(c.len(), 2);
-        c.insert("d".into(), None).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get("old"), Some(&vec![]));
+        c.insert("d".into(), vec![]).unwrap();
         c.flush().unwrap();
         drop(c);
         let c = EmbeddingCache::open(&dir, "k").unwrap();
-        assert_eq!(c.len(), 3);
-        assert_eq!(c.get("a"), Some(&Some(face)));
-        assert_eq!(c.get("b"), Some(&None));
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.get("a"), Some(&vec![face]));
+        assert_eq!(c.get("b"), Some(&vec![]));
         assert_eq!(c.get("c"), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }

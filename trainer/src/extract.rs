@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use anyhow::Result;
+use fakewatch_sdk::sampling::Sampling;
 use fakewatch_sdk::{Face, Frame, Perception};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,19 +16,64 @@ use crate::cache::{file_key, CachedFace, EmbeddingCache};
 /// One input to extract.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// Image file (a face crop or a frame).
+    /// Image (a face crop or a frame) or video file.
     pub path: PathBuf,
+    /// Frames to take when the file is a video (`None`: an image).
+    pub sampling: Option<Sampling>,
 }
 
 /// Outcome of one job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The largest face of the input.
-    Face(CachedFace),
-    /// The detector found no face.
-    NoFace,
+    /// The largest face of each frame that has one (empty: no face found).
+    Faces(Vec<CachedFace>),
     /// The input could not be read or decoded (the reason).
     Failed(String),
+}
+
+/// Whether `path` is a still image by its extension.
+pub fn is_image(path: &std::path::Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["jpg", "jpeg", "png"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
+}
+
+fn process(perception: &Perception, job: &Job) -> Outcome {
+    let frames: fakewatch_sdk::Result<Vec<(u64, Frame)>> = match job.sampling {
+        None => Frame::load(&job.path).map(|f| vec![(0, f)]),
+        Some(s) => video_frames(&job.path, s),
+    };
+    let frames = match frames {
+        Ok(f) => f,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let mut faces = Vec::new();
+    for (k, f) in &frames {
+        match perception.analyze(f) {
+            Ok(found) => faces.extend(largest(&found).map(|mut c| {
+                c.frame = *k;
+                c
+            })),
+            Err(e) => return Outcome::Failed(format!("frame {k}: {e}")),
+        }
+    }
+    Outcome::Faces(faces)
+}
+
+#[cfg(feature = "gst")]
+fn video_frames(path: &std::path::Path, s: Sampling) -> fakewatch_sdk::Result<Vec<(u64, Frame)>> {
+    let uri = path.to_string_lossy();
+    Ok(fakewatch_sdk::video::sample_frames_by(&uri, s)?.1)
+}
+
+#[cfg(not(feature = "gst"))]
+fn video_frames(path: &std::path::Path, _s: Sampling) -> fakewatch_sdk::Result<Vec<(u64, Frame)>> {
+    Err(fakewatch_sdk::Error::Video {
+        uri: path.display().to_string(),
+        reason: "this build has no GStreamer (feature `gst`)".into(),
+    })
 }
 
 /// The subject of a crop or frame: its largest face.
@@ -36,6 +82,7 @@ pub fn largest(faces: &[Face]) -> Option<CachedFace> {
         .iter()
         .max_by(|a, b| a.detection.bbox.area().total_cmp(&b.detection.bbox.area()))
         .map(|f| CachedFace {
+            frame: 0,
             score: f.detection.score,
             bbox: f.detection.bbox.to_array(),
             embedding: f.embedding.0.clone(),
@@ -60,10 +107,13 @@ pub fn run(
     let mut todo = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         match file_key(&job.path) {
-            Ok(k) => {
+            Ok(sha) => {
+                let k = match job.sampling {
+                    None => sha,
+                    Some(s) => format!("{sha}@{}", s.tag()),
+                };
                 match cache.get(&k) {
-                    Some(Some(f)) => out[i] = Some(Outcome::Face(f.clone())),
-                    Some(None) => out[i] = Some(Outcome::NoFace),
+                    Some(f) => out[i] = Some(Outcome::Faces(f.clone())),
                     None => todo.push(i),
                 }
                 keys.push(Some(k));
@@ -87,11 +137,7 @@ pub fn run(
             s.spawn(move || loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = todo.get(n) else { break };
-                let res = Frame::load(&jobs[i].path).and_then(|f| perception.analyze(&f));
-                let o = match res {
-                    Ok(faces) => largest(&faces).map_or(Outcome::NoFace, Outcome::Face),
-                    Err(e) => Outcome::Failed(e.to_string()),
-                };
+                let o = process(perception, &jobs[i]);
                 if tx.send((i, o)).is_err() {
                     break;
                 }
@@ -99,12 +145,8 @@ pub fn run(
         }
         drop(tx);
         for (n, (i, o)) in rx.into_iter().enumerate() {
-            if let (Some(k), Outcome::Face(_) | Outcome::NoFace) = (&keys[i], &o) {
-                let face = match &o {
-                    Outcome::Face(f) => Some(f.clone()),
-                    _ => None,
-                };
-                cache.insert(k.clone(), face)?;
+            if let (Some(k), Outcome::Faces(f)) = (&keys[i], &o) {
+                cache.insert(k.clone(), f.clone())?;
             }
             if n % 64 == 0 {
                 cache.flush()?;

@@ -5,11 +5,14 @@
 mod cache;
 mod dataset;
 mod extract;
-mod head;
+mod fit;
+mod forest;
 mod logistic;
 mod metrics;
 mod onnx;
+mod plot;
 mod triplet;
+mod tsne;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,9 +61,9 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Train the triplet head + logistic classifier on cached embeddings,
-    /// evaluate against the frames-only baseline, export and verify ONNX.
-    Head(head::HeadArgs),
+    /// Train, evaluate and write a bundle from a labelled dataset (the
+    /// paper's method end to end; configuration in a JSON file).
+    Fit(fit::FitArgs),
 }
 
 fn main() {
@@ -73,7 +76,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Head(a) => head::run(a),
+        Command::Fit(a) => fit::run(a),
         Command::Embed {
             dataset,
             bundle,
@@ -104,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|r| extract::Job {
                     path: dataset.join(&r.file),
+                    sampling: None,
                 })
                 .collect();
             let threads = threads.unwrap_or_else(default_threads);
@@ -115,7 +119,8 @@ fn run(cli: Cli) -> Result<()> {
             let (mut found, mut failed) = (0usize, 0usize);
             for (r, o) in rows.iter().zip(&outcomes) {
                 match o {
-                    extract::Outcome::Face(face) => {
+                    extract::Outcome::Faces(faces) => {
+                        let Some(face) = faces.first() else { continue };
                         found += 1;
                         let line = serde_json::json!({
                             "file": r.file, "label": r.label, "group": r.group,
@@ -124,7 +129,6 @@ fn run(cli: Cli) -> Result<()> {
                         });
                         writeln!(w, "{line}")?;
                     }
-                    extract::Outcome::NoFace => {}
                     extract::Outcome::Failed(e) => {
                         failed += 1;
                         log::warn!("{}: {e}", r.file);

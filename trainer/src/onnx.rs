@@ -1,6 +1,8 @@
 //! Writing small ONNX graphs from Rust (through tract's prost types): the
-//! triplet head (Gemm/ReLU MLP with an L2-normalised output) and the logistic
-//! classifier (Gemm + Sigmoid).
+//! triplet head (Gemm/ReLU MLP with an L2-normalised output), the logistic
+//! classifier (Gemm + Sigmoid) and the random forest (`ai.onnx.ml`
+//! TreeEnsembleClassifier, no ZipMap). Both classifiers take `features`
+//! `[N, d]` and give `p_fake` `[N, 1]`, so the SDK runs either unchanged.
 
 use std::path::Path;
 
@@ -14,6 +16,8 @@ use tract_onnx::pb::{
 
 /// Opset of the written graphs.
 pub const OPSET: i64 = 13;
+/// Opset of the `ai.onnx.ml` domain (TreeEnsembleClassifier).
+pub const ML_OPSET: i64 = 3;
 /// Added under the square root of the L2 normalisation.
 pub const L2_EPS: f32 = 1e-12;
 
@@ -96,6 +100,52 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
     }
 }
 
+fn ints_attr(name: &str, v: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v,
+        ..Default::default()
+    }
+}
+
+fn floats_attr(name: &str, v: Vec<f32>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Floats as i32,
+        floats: v,
+        ..Default::default()
+    }
+}
+
+fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn strings_attr(name: &str, v: Vec<&str>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Strings as i32,
+        strings: v.into_iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    }
+}
+
+fn i64_tensor(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
 fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -133,10 +183,16 @@ impl Builder {
             ir_version: 8,
             producer_name: "fakewatch-train".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import: vec![
+                OperatorSetIdProto {
+                    domain: String::new(),
+                    version: OPSET,
+                },
+                OperatorSetIdProto {
+                    domain: "ai.onnx.ml".into(),
+                    version: ML_OPSET,
+                },
+            ],
             graph: Some(GraphProto {
                 name: name.into(),
                 node: self.nodes,
@@ -216,6 +272,93 @@ pub fn logistic_model(weights: &[f32], bias: f32) -> Result<ModelProto> {
     ))
 }
 
+/// The random forest as ONNX: `TreeEnsembleClassifier` (domain `ai.onnx.ml`,
+/// `BRANCH_LEQ` nodes, each leaf weighted `(1 − p, p) / trees` so the summed
+/// scores are the forest's mean) followed by a Slice of the fake column:
+/// input `features` `[N, d]`, output `p_fake` `[N, 1]`.
+pub fn forest_model(forest: &crate::forest::Forest) -> Result<ModelProto> {
+    use crate::forest::Node;
+    ensure!(!forest.trees.is_empty(), "forest has no trees");
+    let t = forest.trees.len() as f32;
+    let (mut tree_ids, mut node_ids, mut features, mut modes) = (vec![], vec![], vec![], vec![]);
+    let (mut values, mut trues, mut falses) = (vec![], vec![], vec![]);
+    let (mut c_tree, mut c_node, mut c_id, mut c_w) = (vec![], vec![], vec![], vec![]);
+    for (ti, tree) in forest.trees.iter().enumerate() {
+        for (ni, node) in tree.nodes.iter().enumerate() {
+            tree_ids.push(ti as i64);
+            node_ids.push(ni as i64);
+            match *node {
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    features.push(feature as i64);
+                    modes.push("BRANCH_LEQ");
+                    values.push(threshold);
+                    trues.push(left as i64);
+                    falses.push(right as i64);
+                }
+                Node::Leaf { p_fake } => {
+                    features.push(0);
+                    modes.push("LEAF");
+                    values.push(0.0);
+                    trues.push(0);
+                    falses.push(0);
+                    for (class, w) in [(0, 1.0 - p_fake), (1, p_fake)] {
+                        c_tree.push(ti as i64);
+                        c_node.push(ni as i64);
+                        c_id.push(class);
+                        c_w.push(w / t);
+                    }
+                }
+            }
+        }
+    }
+    let mut b = Builder {
+        nodes: vec![],
+        inits: vec![],
+    };
+    b.nodes.push(NodeProto {
+        op_type: "TreeEnsembleClassifier".into(),
+        domain: "ai.onnx.ml".into(),
+        name: "forest".into(),
+        input: vec!["features".into()],
+        output: vec!["label".into(), "probabilities".into()],
+        attribute: vec![
+            ints_attr("classlabels_int64s", vec![0, 1]),
+            ints_attr("nodes_treeids", tree_ids),
+            ints_attr("nodes_nodeids", node_ids),
+            ints_attr("nodes_featureids", features),
+            strings_attr("nodes_modes", modes),
+            floats_attr("nodes_values", values),
+            ints_attr("nodes_truenodeids", trues),
+            ints_attr("nodes_falsenodeids", falses),
+            ints_attr("class_treeids", c_tree),
+            ints_attr("class_nodeids", c_node),
+            ints_attr("class_ids", c_id),
+            floats_attr("class_weights", c_w),
+            string_attr("post_transform", "NONE"),
+        ],
+        ..Default::default()
+    });
+    b.inits.push(i64_tensor("fake_start", &[1]));
+    b.inits.push(i64_tensor("fake_end", &[2]));
+    b.inits.push(i64_tensor("class_axis", &[1]));
+    b.node(
+        "Slice",
+        &["probabilities", "fake_start", "fake_end", "class_axis"],
+        "p_fake",
+        vec![],
+    );
+    Ok(b.model(
+        "random_forest",
+        value_info("features", &[None, Some(forest.dim)]),
+        value_info("p_fake", &[None, Some(1)]),
+    ))
+}
+
 /// Writes a model to `path`.
 pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
     std::fs::write(path, model.encode_to_vec())
@@ -271,6 +414,39 @@ mod tests {
             }
             let norm: f32 = out[0].item(r).iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-5);
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn forest_round_trips_through_tract() {
+        use crate::forest::{fit, ForestConfig};
+        let mut seed = 3;
+        let x: Vec<Vec<f32>> = (0..300)
+            .map(|_| (0..6).map(|_| lcg(&mut seed)).collect())
+            .collect();
+        let y: Vec<bool> = x.iter().map(|r| r[0] * r[1] > 0.0 || r[2] > 0.3).collect();
+        let cfg = ForestConfig {
+            trees: 7,
+            max_depth: 6,
+            ..Default::default()
+        };
+        let f = fit(&x, &y, &cfg).unwrap();
+        let path = tmp("forest");
+        save(&forest_model(&f).unwrap(), &path).unwrap();
+        let m = TractBackend.load(&path, ShapePolicy::Symbolic).unwrap();
+        let flat: Vec<f32> = x.iter().flatten().copied().collect();
+        let out = m
+            .run(&Tensor::new(vec![x.len(), 6], flat).unwrap())
+            .unwrap();
+        assert_eq!(out[0].shape, vec![x.len(), 1]);
+        for (r, row) in x.iter().enumerate() {
+            let want = f.predict(row);
+            assert!(
+                (out[0].data[r] - want).abs() < 1e-5,
+                "{} vs {want}",
+                out[0].data[r]
+            );
         }
         let _ = std::fs::remove_file(path);
     }

@@ -1,0 +1,177 @@
+//! `fakewatch scan`: a verdict per image, video or directory entry
+//! (`architecture.md` §5). A bad input yields an object with `error` set and
+//! the scan goes on.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fakewatch_sdk::backend::TractBackend;
+use fakewatch_sdk::bundle::Bundle;
+use fakewatch_sdk::{DeepfakeDetector, Frame, Label};
+use serde::Serialize;
+
+use crate::inputs::{expand_inputs, is_image};
+
+/// Arguments of `fakewatch scan`.
+#[derive(Args)]
+pub struct ScanArgs {
+    /// Images, videos or directories (each directory's images and videos, sorted).
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Model bundle directory (default: models/default).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Frames sampled evenly from each video (default: the bundle's).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// One JSON object per input.
+    #[arg(long)]
+    json: bool,
+    /// P(fake) threshold (default: the bundle's, chosen on validation data).
+    #[arg(long)]
+    threshold: Option<f32>,
+}
+
+/// One track of a scan result.
+#[derive(Serialize)]
+struct TrackOut {
+    id: u32,
+    score: f32,
+    frames: usize,
+}
+
+/// The §5 result object.
+#[derive(Serialize)]
+struct ScanResult {
+    input: String,
+    kind: &'static str,
+    frames: usize,
+    faces: usize,
+    score: Option<f32>,
+    label: &'static str,
+    tracks: Vec<TrackOut>,
+    error: Option<String>,
+}
+
+impl ScanResult {
+    fn failed(input: String, kind: &'static str, e: &anyhow::Error) -> Self {
+        Self {
+            input,
+            kind,
+            frames: 0,
+            faces: 0,
+            score: None,
+            label: Label::Unknown.as_str(),
+            tracks: Vec::new(),
+            error: Some(format!("{e:#}")),
+        }
+    }
+}
+
+pub fn run(a: ScanArgs) -> Result<()> {
+    let dir = crate::find_bundle(a.bundle.clone())?;
+    let bundle = Bundle::load(&dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let mut detector = DeepfakeDetector::from_bundle(&bundle, &TractBackend)
+        .with_context(|| format!("bundle {}", dir.display()))?;
+    let mut decision = *detector.decision();
+    if let Some(t) = a.threshold {
+        anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold must be in [0, 1]");
+        decision.threshold = t;
+    }
+    if let Some(n) = a.frames {
+        anyhow::ensure!(n > 0, "--frames must be at least 1");
+        decision.frames = n;
+        decision.window = n;
+    }
+    detector.set_decision(decision);
+    let mut failures = 0usize;
+    for input in expand_inputs(&a.inputs) {
+        let r = match input {
+            Ok(input) => scan_one(&detector, input),
+            Err((input, e)) => ScanResult::failed(input, "image", &e),
+        };
+        failures += usize::from(r.error.is_some());
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print_human(&r);
+        }
+    }
+    if failures > 0 {
+        log::warn!("{failures} input(s) could not be scanned");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn scan_one(detector: &DeepfakeDetector, input: String) -> ScanResult {
+    let image = is_image(&input);
+    let kind = if image { "image" } else { "video" };
+    let frames = if image {
+        Frame::load(&input)
+            .map(|f| vec![f])
+            .map_err(anyhow::Error::from)
+    } else {
+        video_frames(&input, detector.decision().frames)
+    };
+    let frames = match frames {
+        Ok(f) => f,
+        Err(e) => return ScanResult::failed(input, kind, &e),
+    };
+    let mut session = detector.session();
+    for f in &frames {
+        if let Err(e) = session.process(f) {
+            return ScanResult::failed(input, kind, &e.into());
+        }
+    }
+    let v = session.verdict();
+    ScanResult {
+        input,
+        kind,
+        frames: session.frames(),
+        faces: session.faces(),
+        score: v.score,
+        label: v.label.as_str(),
+        tracks: v
+            .tracks
+            .iter()
+            .map(|t| TrackOut {
+                id: t.id,
+                score: t.score,
+                frames: t.frames,
+            })
+            .collect(),
+        error: None,
+    }
+}
+
+fn print_human(r: &ScanResult) {
+    match (&r.error, r.score) {
+        (Some(e), _) => println!("error    {}  ({e})", r.input),
+        (None, Some(s)) => println!(
+            "{:<8} {s:.3}  {}  ({} frames, {} faces, {} tracks)",
+            r.label,
+            r.input,
+            r.frames,
+            r.faces,
+            r.tracks.len()
+        ),
+        (None, None) => println!(
+            "{:<8} -      {}  ({} frames, no face)",
+            r.label, r.input, r.frames
+        ),
+    }
+}
+
+#[cfg(feature = "gst")]
+fn video_frames(input: &str, n: usize) -> Result<Vec<Frame>> {
+    let (_, frames) = fakewatch_sdk::video::sample_frames(input, n)?;
+    anyhow::ensure!(!frames.is_empty(), "no video frame could be decoded");
+    Ok(frames.into_iter().map(|(_, f)| f).collect())
+}
+
+#[cfg(not(feature = "gst"))]
+fn video_frames(input: &str, _n: usize) -> Result<Vec<Frame>> {
+    anyhow::bail!("{input}: video input needs the `gst` feature (this build has no GStreamer)")
+}

@@ -1,0 +1,849 @@
+//! `fakewatch-train fit`: the paper's method end to end, from a labelled
+//! dataset to a deployable bundle, in one seeded command.
+//!
+//! dataset → (cached) MTCNN + aligner + backbone → triplet head (semi-hard)
+//! → classifier → threshold on validation → metrics on test → ONNX export
+//! checked in tract → `bundle.json`, report, plots and model card.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use fakewatch_sdk::backend::TractBackend;
+use fakewatch_sdk::bundle::{
+    sha256_file, Bundle, BundleManifest, ClassifierSpec, DecisionSpec, HeadSpec,
+};
+use fakewatch_sdk::embed::Embedding;
+use fakewatch_sdk::sampling::Sampling;
+use fakewatch_sdk::score::Scorer;
+use fakewatch_sdk::Perception;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cache::{self, EmbeddingCache};
+use crate::dataset::{self, DatasetSpec, Split};
+use crate::extract::{self, Job, Outcome};
+use crate::forest::{self, Forest, ForestConfig};
+use crate::logistic::{self, Logistic};
+use crate::metrics::{self, Report};
+use crate::triplet::{self, Head, Mining, Rng, TripletConfig};
+use crate::{onnx, plot, tsne};
+
+/// Which classifier goes into the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassifierKind {
+    /// SGD logistic regression.
+    Logistic,
+    /// Random forest.
+    RandomForest,
+}
+
+impl ClassifierKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Logistic => "logistic",
+            Self::RandomForest => "random_forest",
+        }
+    }
+}
+
+/// SGD logistic settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogisticConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Initial learning rate.
+    pub learning_rate: f32,
+    /// L2 strength.
+    pub l2: f32,
+}
+
+impl Default for LogisticConfig {
+    fn default() -> Self {
+        Self {
+            epochs: logistic::EPOCHS,
+            learning_rate: logistic::LEARNING_RATE,
+            l2: logistic::L2,
+        }
+    }
+}
+
+/// The bundle's decision settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Aggregation written into the bundle.
+    pub aggregation: String,
+    /// Frames sampled per video at inference.
+    pub frames: usize,
+    /// Fixed threshold; `None`: the EER threshold on the validation split.
+    pub threshold: Option<f32>,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            aggregation: "track_mean_then_max".into(),
+            frames: fakewatch_sdk::score::DEFAULT_FRAMES,
+            threshold: None,
+        }
+    }
+}
+
+/// Everything `fit` needs; copied into the bundle for reproducibility.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitConfig {
+    /// Bundle name.
+    pub name: String,
+    /// Training data.
+    pub dataset: DatasetSpec,
+    /// Bundle whose detector, aligner and backbone are used (and referenced).
+    pub perception: PathBuf,
+    /// Frames taken from each training video.
+    #[serde(default = "default_sampling")]
+    pub sampling: Sampling,
+    /// At most this many samples per split (seeded, whole groups); for quick runs.
+    #[serde(default)]
+    pub max_samples_per_split: Option<usize>,
+    /// Triplet head.
+    #[serde(default)]
+    pub triplet: TripletConfig,
+    /// Classifier written into the bundle.
+    #[serde(default = "default_classifier")]
+    pub classifier: ClassifierKind,
+    /// Logistic settings.
+    #[serde(default)]
+    pub logistic: LogisticConfig,
+    /// Forest settings.
+    #[serde(default)]
+    pub forest: ForestConfig,
+    /// Decision settings.
+    #[serde(default)]
+    pub decision: DecisionConfig,
+    /// Also train the paper's comparison rows (frames only; random / hard
+    /// mining; both classifiers) for the report.
+    #[serde(default)]
+    pub compare: bool,
+    /// Test points in the t-SNE plots (0: no t-SNE).
+    #[serde(default = "default_tsne_points")]
+    pub tsne_points: usize,
+    /// Seed of everything not seeded above.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_sampling() -> Sampling {
+    Sampling::Even(fakewatch_sdk::score::DEFAULT_FRAMES)
+}
+fn default_classifier() -> ClassifierKind {
+    ClassifierKind::Logistic
+}
+fn default_tsne_points() -> usize {
+    600
+}
+fn default_seed() -> u64 {
+    42
+}
+
+/// Arguments of `fakewatch-train fit`.
+#[derive(clap::Args)]
+pub struct FitArgs {
+    /// Configuration file (JSON; see `trainer/configs/`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Output bundle directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Dataset root, overriding the configuration's.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Embedding cache directory (default: $FAKEWATCH_CACHE,
+    /// $XDG_CACHE_HOME/fakewatch or ~/.cache/fakewatch).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Extraction threads (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Face rows of one split.
+#[derive(Default)]
+struct Rows {
+    x: Vec<Vec<f32>>,
+    y: Vec<bool>,
+    video: Vec<String>,
+}
+
+impl Rows {
+    fn both_classes(&self) -> bool {
+        self.y.iter().any(|&v| v) && self.y.iter().any(|&v| !v)
+    }
+}
+
+/// A trained classifier of either kind.
+enum Classifier {
+    Logistic(Logistic),
+    Forest(Forest),
+}
+
+impl Classifier {
+    fn fit(kind: ClassifierKind, x: &[Vec<f32>], y: &[bool], cfg: &FitConfig) -> Result<Self> {
+        Ok(match kind {
+            ClassifierKind::Logistic => Self::Logistic(logistic::fit(
+                x,
+                y,
+                cfg.logistic.epochs,
+                cfg.logistic.learning_rate,
+                cfg.logistic.l2,
+                cfg.seed,
+            )?),
+            ClassifierKind::RandomForest => Self::Forest(forest::fit(x, y, &cfg.forest)?),
+        })
+    }
+    fn predict(&self, x: &[Vec<f32>]) -> Vec<f64> {
+        x.iter()
+            .map(|r| {
+                f64::from(match self {
+                    Self::Logistic(m) => m.predict(r),
+                    Self::Forest(f) => f.predict(r),
+                })
+            })
+            .collect()
+    }
+    fn onnx(&self) -> Result<tract_onnx::pb::ModelProto> {
+        match self {
+            Self::Logistic(m) => onnx::logistic_model(&m.w, m.b),
+            Self::Forest(f) => onnx::forest_model(f),
+        }
+    }
+}
+
+/// Frame- and video-level metrics of one model on the test split, with the
+/// threshold chosen on validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Row name in the tables.
+    pub name: String,
+    /// Threshold (EER point on validation, video level).
+    pub threshold: f64,
+    /// Per face.
+    pub frame: Report,
+    /// Per video (mean of its frames), `None` when each video has one face.
+    pub video: Option<Report>,
+}
+
+/// Mean score per video, in first-seen order, with the video's label.
+fn per_video(scores: &[f64], rows: &Rows) -> (Vec<f64>, Vec<bool>) {
+    let mut order: Vec<&str> = Vec::new();
+    let mut acc: BTreeMap<&str, (f64, usize, bool)> = BTreeMap::new();
+    for ((s, v), &y) in scores.iter().zip(&rows.video).zip(&rows.y) {
+        let e = acc.entry(v).or_insert_with(|| {
+            order.push(v);
+            (0.0, 0, y)
+        });
+        e.0 += s;
+        e.1 += 1;
+    }
+    order
+        .iter()
+        .map(|v| {
+            let (s, n, y) = acc[v];
+            (s / n as f64, y)
+        })
+        .unzip()
+}
+
+fn evaluate(
+    name: &str,
+    clf: &Classifier,
+    val: (&[Vec<f32>], &Rows),
+    test: (&[Vec<f32>], &Rows),
+    fixed: Option<f32>,
+) -> Result<(Evaluation, Vec<f64>)> {
+    let vs = clf.predict(val.0);
+    let (vv, vy) = per_video(&vs, val.1);
+    let threshold = match fixed {
+        Some(t) => f64::from(t),
+        None => {
+            metrics::eer(&vv, &vy)
+                .context("validation split needs both classes")?
+                .1
+        }
+    };
+    let ts = clf.predict(test.0);
+    let frame =
+        metrics::report(&ts, &test.1.y, threshold).context("test split needs both classes")?;
+    let (tv, ty) = per_video(&ts, test.1);
+    let video = if tv.len() < ts.len() {
+        metrics::report(&tv, &ty, threshold)
+    } else {
+        None
+    };
+    Ok((
+        Evaluation {
+            name: name.into(),
+            threshold,
+            frame,
+            video,
+        },
+        ts,
+    ))
+}
+
+fn project(head: &Head, x: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    if x.is_empty() {
+        return Ok(Vec::new());
+    }
+    let d = x[0].len();
+    let mut out = Vec::with_capacity(x.len());
+    for chunk in x.chunks(1024) {
+        let t = Tensor::from_vec(
+            chunk.iter().flatten().copied().collect::<Vec<f32>>(),
+            (chunk.len(), d),
+            &Device::Cpu,
+        )?;
+        out.extend(head.forward(&t)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+fn train_head(train: &Rows, cfg: &TripletConfig) -> Result<Head> {
+    let pb = ProgressBar::new(cfg.steps as u64);
+    pb.set_style(ProgressStyle::with_template(
+        "triplet {msg} {bar:40} {pos}/{len} eta {eta}",
+    )?);
+    let mining = format!("{:?}", cfg.mining);
+    let head = triplet::train(&train.x, &train.y, cfg, |_, l| {
+        pb.inc(1);
+        pb.set_message(format!("{mining} loss {l:.4}"));
+    })?;
+    pb.finish_and_clear();
+    Ok(head)
+}
+
+/// Keeps at most `n` samples of each split, whole groups at a time (seeded).
+fn subsample(samples: Vec<dataset::Sample>, n: usize, seed: u64) -> Vec<dataset::Sample> {
+    let mut groups: BTreeMap<(u8, String), Vec<dataset::Sample>> = BTreeMap::new();
+    for s in samples {
+        groups
+            .entry((s.split as u8, s.group.clone()))
+            .or_default()
+            .push(s);
+    }
+    let mut keys: Vec<_> = groups.keys().cloned().collect();
+    Rng::new(seed).shuffle(&mut keys);
+    let mut count = [0usize; 3];
+    let mut out = Vec::new();
+    for k in keys {
+        let g = &groups[&k];
+        let c = &mut count[k.0 as usize];
+        if *c + g.len() <= n {
+            *c += g.len();
+            out.extend(g.iter().cloned());
+        }
+    }
+    out
+}
+
+/// `to` relative to the directory `from` (both made absolute first).
+fn relative(to: &Path, from: &Path) -> Result<String> {
+    let abs = |p: &Path| -> Result<PathBuf> {
+        let p = std::path::absolute(p)?;
+        // Lexically resolve `..` so a referenced `../facenet.onnx` normalises.
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    };
+    let (to, from) = (abs(to)?, abs(from)?);
+    let tc: Vec<_> = to.components().collect();
+    let fc: Vec<_> = from.components().collect();
+    let common = tc.iter().zip(&fc).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    for _ in common..fc.len() {
+        rel.push("..");
+    }
+    for c in &tc[common..] {
+        rel.push(c);
+    }
+    rel.to_str()
+        .map(|s| s.replace('\\', "/"))
+        .context("non-UTF-8 path")
+}
+
+/// Runs the command.
+pub fn run(a: FitArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("reading {}", a.config.display()))?;
+    let mut cfg: FitConfig =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
+    if let Some(d) = a.dataset {
+        cfg.dataset.path = d;
+    }
+    ensure!(
+        cfg.sampling.max_frames() > 0,
+        "sampling must take at least one frame"
+    );
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+
+    // 1. Faces and embeddings, through the cache.
+    let base = Bundle::load(&cfg.perception)
+        .with_context(|| format!("perception bundle {}", cfg.perception.display()))?;
+    let perception = Perception::from_bundle(&base, &TractBackend)?;
+    let mut samples = dataset::load(&cfg.dataset, cfg.seed)?;
+    if let Some(n) = cfg.max_samples_per_split {
+        samples = subsample(samples, n, cfg.seed);
+    }
+    let cache_dir = a.cache.unwrap_or_else(cache::default_dir);
+    let mut cache = EmbeddingCache::open(&cache_dir, &cache::perception_key(&base)?)?;
+    log::info!(
+        "{} samples; embedding cache {} ({} entries)",
+        samples.len(),
+        cache.path().display(),
+        cache.len()
+    );
+    let jobs: Vec<Job> = samples
+        .iter()
+        .map(|s| Job {
+            sampling: (!extract::is_image(&s.path)).then_some(cfg.sampling),
+            path: s.path.clone(),
+        })
+        .collect();
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
+    let (mut train, mut val, mut test) = (Rows::default(), Rows::default(), Rows::default());
+    let (mut no_face, mut failed) = (0usize, 0usize);
+    for (s, o) in samples.iter().zip(&outcomes) {
+        let rows = match s.split {
+            Split::Train => &mut train,
+            Split::Val => &mut val,
+            Split::Test => &mut test,
+        };
+        match o {
+            Outcome::Faces(f) if f.is_empty() => no_face += 1,
+            Outcome::Faces(f) => {
+                for face in f {
+                    rows.x.push(face.embedding.clone());
+                    rows.y.push(s.fake);
+                    rows.video.push(s.video.clone());
+                }
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                log::warn!("{}: {e}", s.path.display());
+            }
+        }
+    }
+    log::info!(
+        "faces: train {}, val {}, test {}; {no_face} samples without a face, {failed} unreadable",
+        train.x.len(),
+        val.x.len(),
+        test.x.len()
+    );
+    for (name, r) in [("train", &train), ("val", &val), ("test", &test)] {
+        ensure!(
+            r.both_classes(),
+            "the {name} split needs real and fake faces"
+        );
+    }
+
+    // 2. The bundle's model: triplet head + classifier.
+    let head = train_head(&train, &cfg.triplet)?;
+    let (htrain, hval, htest) = (
+        project(&head, &train.x)?,
+        project(&head, &val.x)?,
+        project(&head, &test.x)?,
+    );
+    let fixed = cfg.decision.threshold;
+    let clf = Classifier::fit(cfg.classifier, &htrain, &train.y, &cfg)?;
+    let main_name = format!(
+        "triplet {} + {}",
+        mining_name(cfg.triplet.mining),
+        cfg.classifier.as_str()
+    );
+    let (main_eval, main_scores) =
+        evaluate(&main_name, &clf, (&hval, &val), (&htest, &test), fixed)?;
+
+    // 3. The paper's comparison rows.
+    let mut table = vec![];
+    let mut roc_series = vec![];
+    let mut raw_eval_scores = None;
+    if cfg.compare {
+        for kind in [ClassifierKind::Logistic, ClassifierKind::RandomForest] {
+            let c = Classifier::fit(kind, &train.x, &train.y, &cfg)?;
+            let name = format!("frames only + {}", kind.as_str());
+            let (e, s) = evaluate(&name, &c, (&val.x, &val), (&test.x, &test), fixed)?;
+            log::info!("{name}: AUC {:.3}", e.frame.auc);
+            if kind == cfg.classifier {
+                raw_eval_scores = Some((name.clone(), s));
+            }
+            table.push(e);
+        }
+        for mining in [Mining::Random, Mining::SemiHard, Mining::Hard] {
+            let (hx, hv, ht) = if mining == cfg.triplet.mining {
+                (htrain.clone(), hval.clone(), htest.clone())
+            } else {
+                let h = train_head(
+                    &train,
+                    &TripletConfig {
+                        mining,
+                        ..cfg.triplet.clone()
+                    },
+                )?;
+                (
+                    project(&h, &train.x)?,
+                    project(&h, &val.x)?,
+                    project(&h, &test.x)?,
+                )
+            };
+            for kind in [ClassifierKind::Logistic, ClassifierKind::RandomForest] {
+                let name = format!("triplet {} + {}", mining_name(mining), kind.as_str());
+                let (e, s) = if mining == cfg.triplet.mining && kind == cfg.classifier {
+                    (main_eval.clone(), main_scores.clone())
+                } else {
+                    let c = Classifier::fit(kind, &hx, &train.y, &cfg)?;
+                    evaluate(&name, &c, (&hv, &val), (&ht, &test), fixed)?
+                };
+                log::info!("{name}: AUC {:.3}", e.frame.auc);
+                if kind == cfg.classifier && mining != cfg.triplet.mining {
+                    roc_series.push((name.clone(), s));
+                }
+                table.push(e);
+            }
+        }
+    } else {
+        table.push(main_eval.clone());
+    }
+
+    // 4. Export, then check tract reproduces the trainer through the SDK.
+    let head_file = "head.onnx";
+    let clf_file = "classifier.onnx";
+    onnx::save(
+        &onnx::head_model(&head.to_dense()?)?,
+        &a.out.join(head_file),
+    )?;
+    onnx::save(&clf.onnx()?, &a.out.join(clf_file))?;
+    let manifest = write_manifest(
+        &cfg,
+        &base,
+        &a.out,
+        &main_eval,
+        &test,
+        threshold_f32(&main_eval),
+    )?;
+    let bundle = Bundle::load(&a.out).context("the written bundle does not load")?;
+    let scorer = Scorer::from_bundle(&bundle, &TractBackend)?;
+    let emb: Vec<Embedding> = test.x.iter().map(|v| Embedding(v.clone())).collect();
+    let sdk_scores = scorer.score(&emb)?;
+    let max_diff = sdk_scores
+        .iter()
+        .zip(&main_scores)
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(0.0, f64::max);
+    ensure!(
+        max_diff < 1e-4,
+        "the SDK's scores differ from the trainer's by {max_diff}"
+    );
+
+    // 5. Report, plots, model card.
+    let mut series = vec![];
+    if let Some((n, s)) = raw_eval_scores {
+        series.push((n, s));
+    }
+    series.push((main_name.clone(), main_scores.clone()));
+    series.extend(roc_series);
+    let curves: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                metrics::roc_curve(s, &test.y)
+                    .into_iter()
+                    .map(|(fpr, tpr, _)| (fpr, tpr))
+                    .collect(),
+            )
+        })
+        .collect();
+    plot::roc(
+        &a.out.join("roc.png"),
+        "ROC, test split (frame level)",
+        &curves,
+    )?;
+    if cfg.tsne_points > 1 {
+        let mut idx: Vec<usize> = (0..test.x.len()).collect();
+        Rng::new(cfg.seed).shuffle(&mut idx);
+        idx.truncate(cfg.tsne_points);
+        let labels: Vec<bool> = idx.iter().map(|&i| test.y[i]).collect();
+        let t = tsne::TsneConfig {
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        let pick = |x: &[Vec<f32>]| idx.iter().map(|&i| x[i].clone()).collect::<Vec<_>>();
+        let before = tsne::embed(&pick(&test.x), &t);
+        plot::scatter(
+            &a.out.join("tsne_backbone.png"),
+            "test faces: backbone embedding",
+            &before,
+            &labels,
+        )?;
+        let after = tsne::embed(&pick(&htest), &t);
+        plot::scatter(
+            &a.out.join("tsne_head.png"),
+            "test faces: triplet head",
+            &after,
+            &labels,
+        )?;
+    }
+    let report = json!({
+        "name": cfg.name,
+        "faces": {"train": train.x.len(), "val": val.x.len(), "test": test.x.len()},
+        "samples_without_face": no_face, "unreadable": failed,
+        "bundle": main_eval, "table": table,
+        "sdk_max_abs_diff": max_diff, "config": cfg,
+    });
+    std::fs::write(
+        a.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(
+        a.out.join("MODEL_CARD.md"),
+        model_card(&cfg, &manifest, &table, &train, &val, &test),
+    )?;
+    print_table(&table);
+    println!(
+        "bundle {} written: threshold {:.4}, test AUC {:.4}; the SDK reproduces the trainer's scores to {max_diff:.1e}",
+        a.out.display(),
+        main_eval.threshold,
+        main_eval.frame.auc
+    );
+    Ok(())
+}
+
+fn threshold_f32(e: &Evaluation) -> f32 {
+    (e.threshold as f32).clamp(0.0, 1.0)
+}
+
+fn mining_name(m: Mining) -> &'static str {
+    match m {
+        Mining::SemiHard => "semi-hard",
+        Mining::Hard => "hard",
+        Mining::Random => "random",
+    }
+}
+
+fn write_manifest(
+    cfg: &FitConfig,
+    base: &Bundle,
+    out: &Path,
+    eval: &Evaluation,
+    test: &Rows,
+    threshold: f32,
+) -> Result<BundleManifest> {
+    let bm = base.manifest();
+    let rel = |name: &str| -> Result<String> { relative(&base.resolve(name)?, out) };
+    let mut detector = bm.detector.clone();
+    detector.pnet = rel(&bm.detector.pnet)?;
+    detector.rnet = rel(&bm.detector.rnet)?;
+    detector.onet = rel(&bm.detector.onet)?;
+    let mut backbone = bm.backbone.clone();
+    backbone.file = rel(&bm.backbone.file)?;
+    let head_dim = cfg.triplet.layers.last().copied().unwrap_or(0);
+    let mut m = BundleManifest {
+        format: fakewatch_sdk::bundle::BUNDLE_FORMAT,
+        name: cfg.name.clone(),
+        created: rfc3339_now(),
+        detector,
+        aligner: bm.aligner,
+        backbone,
+        head: Some(HeadSpec {
+            file: "head.onnx".into(),
+            dim: head_dim,
+        }),
+        classifier: Some(ClassifierSpec {
+            file: "classifier.onnx".into(),
+            kind: cfg.classifier.as_str().into(),
+        }),
+        decision: Some(DecisionSpec {
+            threshold,
+            aggregation: cfg.decision.aggregation.clone(),
+            frames: cfg.decision.frames,
+        }),
+        metrics: Some(json!({
+            "split": "test", "level": "frame", "faces": test.x.len(),
+            "auc": eval.frame.auc, "eer": eval.frame.eer, "acc": eval.frame.acc,
+            "precision": eval.frame.precision, "recall": eval.frame.recall, "f1": eval.frame.f1,
+            "video": eval.video,
+        })),
+        training: Some(serde_json::to_value(cfg)?),
+        files: BTreeMap::new(),
+    };
+    let names: Vec<String> = m
+        .referenced_files()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for f in names {
+        let path = out.join(&f);
+        let sha = sha256_file(&path).with_context(|| format!("hashing {}", path.display()))?;
+        m.files.insert(f, sha);
+    }
+    std::fs::write(
+        out.join("bundle.json"),
+        serde_json::to_string_pretty(&m)? + "\n",
+    )?;
+    Ok(m)
+}
+
+/// Current UTC time as RFC 3339 (seconds), without a date crate.
+pub fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (H. Hinnant).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn table_md(table: &[Evaluation]) -> String {
+    let mut s = String::from(
+        "| model (frame level, test split) | ACC | P | R | F1 | AUC | EER |\n|---|---|---|---|---|---|---|\n",
+    );
+    for e in table {
+        let r = &e.frame;
+        s += &format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            e.name, r.acc, r.precision, r.recall, r.f1, r.auc, r.eer
+        );
+    }
+    s
+}
+
+fn print_table(table: &[Evaluation]) {
+    println!(
+        "{:<36} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "frame level (test)", "ACC", "P", "R", "F1", "AUC", "EER"
+    );
+    for e in table {
+        let r = &e.frame;
+        println!(
+            "{:<36} {:6.3} {:6.3} {:6.3} {:6.3} {:6.3} {:6.3}",
+            e.name, r.acc, r.precision, r.recall, r.f1, r.auc, r.eer
+        );
+    }
+}
+
+fn model_card(
+    cfg: &FitConfig,
+    m: &BundleManifest,
+    table: &[Evaluation],
+    train: &Rows,
+    val: &Rows,
+    test: &Rows,
+) -> String {
+    let count = |r: &Rows| {
+        let f = r.y.iter().filter(|&&v| v).count();
+        format!("{} faces ({} real, {f} fake)", r.x.len(), r.x.len() - f)
+    };
+    let d = m.decision.as_ref();
+    format!(
+        "# Model card: {name}\n\n\
+Generated by `fakewatch-train fit` on {created}. Reproduce with\n\
+`cargo run --release -p fakewatch-trainer -- fit --config <the config in bundle.json's training section> --out <dir>`.\n\n\
+## Method\n\
+Kumar & Bhavsar 2020, *Detecting Deepfakes with Metric Learning*: MTCNN faces → FaceNet\n\
+(Inception-ResNet-v1, 512-d, frozen) → triplet head {layers:?} trained with online {mining} mining,\n\
+margin α = {margin}, batch {batch}, {steps} Adam steps → {clf} classifier → per-track mean,\n\
+per-video max. Decision threshold {thr:.4} = the equal-error point on the validation split.\n\n\
+## Data\n\
+`{path}` ({layout:?} layout), split by identity / source video, never per frame.\n\
+- train: {ntrain}\n- val: {nval}\n- test: {ntest}\n\n\
+The shared DFDC data is research-only (DFDC terms): this bundle is for research and\n\
+evaluation, not for decisions about people.\n\n\
+## Test metrics\n\n{table}\n\
+Frame level = one face crop. Threshold-dependent columns (ACC, P, R, F1) use each row's\n\
+validation EER threshold.\n\n\
+## Limits\n\
+Frozen face-recognition embeddings are built to ignore the artefacts a forgery leaves; on\n\
+deepfakes from other datasets this method is near chance (see `../shared/docs/findings.md`).\n\
+Treat `fake` as a prompt for review, not proof.\n",
+        name = m.name,
+        created = m.created,
+        layers = cfg.triplet.layers,
+        mining = mining_name(cfg.triplet.mining),
+        margin = cfg.triplet.margin,
+        batch = cfg.triplet.batch,
+        steps = cfg.triplet.steps,
+        clf = cfg.classifier.as_str(),
+        thr = d.map_or(0.5, |d| d.threshold),
+        path = cfg.dataset.path.display(),
+        layout = cfg.dataset.layout,
+        ntrain = count(train),
+        nval = count(val),
+        ntest = count(test),
+        table = table_md(table),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_between_bundles() {
+        let r = relative(
+            Path::new("models/base/../facenet.onnx"),
+            Path::new("models/default"),
+        )
+        .unwrap();
+        assert_eq!(r, "../facenet.onnx");
+        let r = relative(Path::new("/a/b/c.onnx"), Path::new("/a/b")).unwrap();
+        assert_eq!(r, "c.onnx");
+    }
+
+    #[test]
+    fn rfc3339_has_the_shape() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 20);
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+
+    #[test]
+    fn per_video_means() {
+        let rows = Rows {
+            x: vec![vec![]; 3],
+            y: vec![true, true, false],
+            video: vec!["a".into(), "a".into(), "b".into()],
+        };
+        let (s, y) = per_video(&[0.2, 0.4, 0.9], &rows);
+        assert_eq!(y, vec![true, false]);
+        assert!((s[0] - 0.3).abs() < 1e-12 && (s[1] - 0.9).abs() < 1e-12);
+    }
+}
