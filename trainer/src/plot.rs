@@ -112,7 +112,7 @@ fn legend(f: &mut Frame, entries: &[(String, Rgb888)]) {
     let style = MonoTextStyle::new(&FONT_9X15, Rgb888::BLACK);
     for (i, (name, color)) in entries.iter().enumerate() {
         let y = PLOT_SIZE as i32 - MARGIN - 20 - 20 * (entries.len() - 1 - i) as i32;
-        let x = PLOT_SIZE as i32 / 2 - 30;
+        let x = PLOT_SIZE as i32 / 2 - 110;
         let _ = Rectangle::new(Point::new(x, y - 8), Size::new(14, 10))
             .into_styled(PrimitiveStyle::with_fill(*color))
             .draw(&mut c);
