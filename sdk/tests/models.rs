@@ -37,7 +37,10 @@ fn manifest_sha256_and_load() {
     for p in onnx {
         let rel = p.strip_prefix(root.join("models")).unwrap();
         let rel = rel.to_str().unwrap();
-        assert!(models.contains_key(rel), "{rel} is not in models/manifest.json");
+        assert!(
+            models.contains_key(rel),
+            "{rel} is not in models/manifest.json"
+        );
     }
     for (name, meta) in models {
         let path = root.join("models").join(name);
