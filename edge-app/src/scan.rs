@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fakewatch_sdk::backend::TractBackend;
 use fakewatch_sdk::bundle::Bundle;
-use fakewatch_sdk::{DeepfakeDetector, Frame, Label};
+use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
 use serde::Serialize;
 
 use crate::inputs::{expand_inputs, is_image};
@@ -108,22 +108,16 @@ pub fn run(a: ScanArgs) -> Result<()> {
 fn scan_one(detector: &DeepfakeDetector, input: String) -> ScanResult {
     let image = is_image(&input);
     let kind = if image { "image" } else { "video" };
-    let frames = if image {
+    let mut session = detector.session();
+    let res = if image {
         Frame::load(&input)
-            .map(|f| vec![f])
+            .and_then(|f| session.process(&f).map(drop))
             .map_err(anyhow::Error::from)
     } else {
-        video_frames(&input, detector.decision().frames)
+        scan_video(&input, detector.decision().frames, &mut session)
     };
-    let frames = match frames {
-        Ok(f) => f,
-        Err(e) => return ScanResult::failed(input, kind, &e),
-    };
-    let mut session = detector.session();
-    for f in &frames {
-        if let Err(e) = session.process(f) {
-            return ScanResult::failed(input, kind, &e.into());
-        }
+    if let Err(e) = res {
+        return ScanResult::failed(input, kind, &e);
     }
     let v = session.verdict();
     ScanResult {
@@ -164,14 +158,18 @@ fn print_human(r: &ScanResult) {
     }
 }
 
+/// Decodes the sampled frames one at a time straight into the session.
 #[cfg(feature = "gst")]
-fn video_frames(input: &str, n: usize) -> Result<Vec<Frame>> {
-    let (_, frames) = fakewatch_sdk::video::sample_frames(input, n)?;
-    anyhow::ensure!(!frames.is_empty(), "no video frame could be decoded");
-    Ok(frames.into_iter().map(|(_, f)| f).collect())
+fn scan_video(input: &str, n: usize, session: &mut Session<'_>) -> Result<()> {
+    use fakewatch_sdk::sampling::Sampling;
+    fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |_, f| {
+        session.process(&f).map(drop)
+    })?;
+    anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
+    Ok(())
 }
 
 #[cfg(not(feature = "gst"))]
-fn video_frames(input: &str, _n: usize) -> Result<Vec<Frame>> {
+fn scan_video(input: &str, _n: usize, _session: &mut Session<'_>) -> Result<()> {
     anyhow::bail!("{input}: video input needs the `gst` feature (this build has no GStreamer)")
 }

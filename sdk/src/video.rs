@@ -256,34 +256,53 @@ pub fn sample_frames(input: &str, n: usize) -> Result<(VideoInfo, Vec<(u64, Fram
 
 /// Decodes `input` and returns the frames `sampling` selects, with their indices.
 pub fn sample_frames_by(input: &str, sampling: Sampling) -> Result<(VideoInfo, Vec<(u64, Frame)>)> {
+    let mut out = Vec::new();
+    let info = for_each_sampled(input, sampling, |k, f| {
+        out.push((k, f));
+        Ok(())
+    })?;
+    Ok((info, out))
+}
+
+/// Decodes `input` and hands each frame `sampling` selects to `f` as soon as
+/// it is decoded (one frame in memory at a time); the first error from `f`
+/// stops decoding and is returned.
+pub fn for_each_sampled(
+    input: &str,
+    sampling: Sampling,
+    mut f: impl FnMut(u64, Frame) -> Result<()>,
+) -> Result<VideoInfo> {
     let mut r = VideoReader::open(input)?;
     let info = r.info();
     let wanted = sampling.indices(&info);
-    let n = wanted.len();
-    let mut out = Vec::with_capacity(wanted.len());
+    let mut given = 0usize;
+    let mut last_given: Option<u64> = None;
     let mut idx = 0u64;
     let mut it = wanted.iter().peekable();
     let mut last: Option<Frame> = None;
     while let Some(&&want) = it.peek() {
-        let Some(f) = r.next_frame()? else { break };
+        let Some(frame) = r.next_frame()? else { break };
         if idx == want {
-            out.push((idx, f));
+            last = None;
+            f(idx, frame)?;
+            given += 1;
+            last_given = Some(idx);
             it.next();
         } else {
-            last = Some(f);
+            last = Some(frame);
         }
         idx += 1;
     }
     // The container's duration can overstate the frame count by a frame or two:
     // fall back to the last decoded frame for a missed final index.
-    if out.len() < wanted.len() && out.len() < n {
-        if let Some(f) = last {
-            if out.last().is_none_or(|(i, _)| *i < idx - 1) {
-                out.push((idx - 1, f));
+    if given < wanted.len() {
+        if let Some(frame) = last {
+            if last_given.is_none_or(|i| i < idx - 1) {
+                f(idx - 1, frame)?;
             }
         }
     }
-    Ok((info, out))
+    Ok(info)
 }
 
 #[cfg(test)]

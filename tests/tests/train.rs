@@ -2,9 +2,10 @@
 //! configuration): the bundle it writes loads in the SDK, scans, and a rerun
 //! reproduces the same metrics from the embedding cache.
 //!
-//! Needs ../shared (research data); skips without it.
+//! The DFDC test needs ../shared (research data) and skips without it; the
+//! video test makes its own clips.
 
-use fakewatch_tests::{ndjson, root, run, scratch, shared};
+use fakewatch_tests::{make_clip, ndjson, root, run, scratch, shared};
 
 fn fit(out: &std::path::Path, cache: &std::path::Path) -> serde_json::Value {
     let o = run(
@@ -77,5 +78,70 @@ fn fit_writes_a_bundle_that_scans_and_reproduces() {
     let o = &ndjson(&out.stdout)[0];
     assert_eq!(o["faces"], 6);
     assert!(o["score"].as_f64().is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// No research data needed: a `labels_csv` dataset of videos made here with
+/// GStreamer (the t1 photo and its mirror image as "real" and "fake" clips),
+/// so the trainer's video path runs for real — frame sampling, decode,
+/// per-frame faces, the cache's per-sampling keys and video-level metrics.
+#[test]
+fn fit_on_videos_made_here() {
+    let dir = scratch("fit-video");
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let mirror = fakewatch_sdk::Frame::load(&t1).unwrap().flip_horizontal();
+    let mirror_path = dir.join("mirror.jpg");
+    mirror.save(&mirror_path).unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let real = make_clip(&t1, 6, &dir.join("real.avi"));
+    let fake = make_clip(&mirror_path, 6, &dir.join("fake.avi"));
+    let mut csv = String::from("file,label,group,split\n");
+    for split in ["train", "val", "test"] {
+        for (label, src) in [("real", &real), ("fake", &fake)] {
+            let name = format!("{label}_{split}.avi");
+            std::fs::copy(src, data.join(&name)).unwrap();
+            csv += &format!("{name},{label},{split}_{label},{split}\n");
+        }
+    }
+    std::fs::write(data.join("labels.csv"), csv).unwrap();
+    let config = serde_json::json!({
+        "name": "video-smoke",
+        "dataset": {"layout": "labels_csv", "path": data},
+        "perception": "models/base",
+        "sampling": {"even": 3},
+        "triplet": {"layers": [16, 8], "batch": 8, "steps": 5, "seed": 1},
+        "classifier": "logistic",
+        "decision": {"frames": 3},
+        "compare": false,
+        "tsne_points": 0,
+        "seed": 1
+    });
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let out = dir.join("bundle");
+    let o = run(
+        "fakewatch-train",
+        &[
+            "fit",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            dir.join("cache").to_str().unwrap(),
+            "--threads",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    // Three sampled frames of each of the six clips, the largest face each.
+    assert_eq!(report["faces"]["train"], 6);
+    assert_eq!(report["faces"]["test"], 6);
+    // Several faces per video: video-level metrics over the two test clips.
+    assert_eq!(report["bundle"]["video"]["n"], 2);
+    assert!(fakewatch_sdk::bundle::Bundle::load(&out).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -41,35 +41,41 @@ pub fn is_image(path: &std::path::Path) -> bool {
 }
 
 fn process(perception: &Perception, job: &Job) -> Outcome {
-    let frames: fakewatch_sdk::Result<Vec<(u64, Frame)>> = match job.sampling {
-        None => Frame::load(&job.path).map(|f| vec![(0, f)]),
-        Some(s) => video_frames(&job.path, s),
-    };
-    let frames = match frames {
-        Ok(f) => f,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
     let mut faces = Vec::new();
-    for (k, f) in &frames {
-        match perception.analyze(f) {
-            Ok(found) => faces.extend(largest(&found).map(|mut c| {
-                c.frame = *k;
-                c
-            })),
-            Err(e) => return Outcome::Failed(format!("frame {k}: {e}")),
-        }
+    let mut analyze = |k: u64, f: Frame| -> fakewatch_sdk::Result<()> {
+        let found = perception.analyze(&f)?;
+        faces.extend(largest(&found).map(|mut c| {
+            c.frame = k;
+            c
+        }));
+        Ok(())
+    };
+    let res = match job.sampling {
+        None => Frame::load(&job.path).and_then(|f| analyze(0, f)),
+        Some(s) => each_video_frame(&job.path, s, &mut analyze),
+    };
+    match res {
+        Ok(()) => Outcome::Faces(faces),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
-    Outcome::Faces(faces)
 }
 
+/// Hands each sampled frame to `f` as it is decoded.
 #[cfg(feature = "gst")]
-fn video_frames(path: &std::path::Path, s: Sampling) -> fakewatch_sdk::Result<Vec<(u64, Frame)>> {
-    let uri = path.to_string_lossy();
-    Ok(fakewatch_sdk::video::sample_frames_by(&uri, s)?.1)
+fn each_video_frame(
+    path: &std::path::Path,
+    s: Sampling,
+    f: &mut dyn FnMut(u64, Frame) -> fakewatch_sdk::Result<()>,
+) -> fakewatch_sdk::Result<()> {
+    fakewatch_sdk::video::for_each_sampled(&path.to_string_lossy(), s, f).map(drop)
 }
 
 #[cfg(not(feature = "gst"))]
-fn video_frames(path: &std::path::Path, _s: Sampling) -> fakewatch_sdk::Result<Vec<(u64, Frame)>> {
+fn each_video_frame(
+    path: &std::path::Path,
+    _s: Sampling,
+    _f: &mut dyn FnMut(u64, Frame) -> fakewatch_sdk::Result<()>,
+) -> fakewatch_sdk::Result<()> {
     Err(fakewatch_sdk::Error::Video {
         uri: path.display().to_string(),
         reason: "this build has no GStreamer (feature `gst`)".into(),
