@@ -124,11 +124,9 @@ impl Session<'_> {
         let scores = self.detector.score_faces(&faces)?;
         let boxes: Vec<_> = faces.iter().map(|f| f.detection.bbox).collect();
         let embs: Vec<_> = faces.iter().map(|f| f.embedding.clone()).collect();
+        // Ended tracks keep their scores in the verdict (a video's verdict
+        // covers every face seen); live mode will forget them.
         let update = self.tracker.update(&boxes, Some(&embs));
-        for id in &update.ended {
-            // Scan mode keeps ended tracks in the verdict; only live mode forgets them.
-            log::trace!("track {id} ended");
-        }
         self.frames += 1;
         self.faces += faces.len();
         let mut out = Vec::with_capacity(faces.len());

@@ -56,7 +56,7 @@ pub struct Track {
 }
 
 /// Greedy IoU + embedding tracker.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tracker {
     config: TrackerConfig,
     tracks: Vec<Track>,
@@ -72,6 +72,12 @@ pub struct TrackUpdate {
     pub started: Vec<u32>,
     /// Tracks that ended in this update.
     pub ended: Vec<u32>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Self::new(TrackerConfig::default())
+    }
 }
 
 impl Tracker {
@@ -92,9 +98,6 @@ impl Tracker {
     /// Matches this frame's detections (with their embeddings when known) to
     /// the live tracks, starts tracks for the rest, ages the unmatched.
     pub fn update(&mut self, boxes: &[BBox], embeddings: Option<&[Embedding]>) -> TrackUpdate {
-        if self.next_id == 0 {
-            self.next_id = 1;
-        }
         let emb = |i: usize| embeddings.and_then(|e| e.get(i));
         let mut ids: Vec<Option<u32>> = vec![None; boxes.len()];
         let mut taken = vec![false; self.tracks.len()];
