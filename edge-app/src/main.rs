@@ -3,6 +3,7 @@
 mod bench;
 mod faces;
 mod inputs;
+mod live;
 mod overlay;
 mod scan;
 
@@ -30,6 +31,9 @@ enum Command {
     Faces(faces::FacesArgs),
     /// Measure per-stage latency of the perception path.
     Bench(bench::BenchArgs),
+    /// Live mode: a camera, capture card, stream or paced file through
+    /// detection, tracking and scoring to overlaid frames and events.
+    Run(Box<live::RunArgs>),
 }
 
 fn main() {
@@ -39,6 +43,7 @@ fn main() {
         Command::Scan(a) => scan::run(a),
         Command::Faces(a) => faces::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Run(a) => live::run(*a),
     };
     if let Err(e) = res {
         eprintln!("fakewatch: {e:#}");

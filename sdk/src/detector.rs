@@ -15,9 +15,10 @@ use crate::backend::Backend;
 use crate::bundle::Bundle;
 use crate::error::Result;
 use crate::frame::Frame;
-use crate::perception::{Face, Perception};
+use crate::perception::{Face, Perception, PerceptionTimings};
 use crate::score::{Aggregator, Decision, Scorer, Verdict};
 use crate::track::{Tracker, TrackerConfig};
+use std::time::{Duration, Instant};
 
 /// A face with its track and P(fake).
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +91,8 @@ impl DeepfakeDetector {
         self.scorer.score(&e)
     }
 
-    /// A new video or stream: fresh tracks and scores.
+    /// A new video: fresh tracks and scores. Tracks that end keep their
+    /// scores in the verdict (a video's verdict covers every face seen).
     pub fn session(&self) -> Session<'_> {
         Session {
             detector: self,
@@ -98,8 +100,40 @@ impl DeepfakeDetector {
             aggregator: Aggregator::new(self.decision),
             frames: 0,
             faces: 0,
+            live: false,
         }
     }
+
+    /// A new live stream: as [`Self::session`], but a track that ends is
+    /// forgotten, so the verdict describes the faces on screen now.
+    pub fn live_session(&self) -> Session<'_> {
+        Session {
+            live: true,
+            ..self.session()
+        }
+    }
+}
+
+/// What one frame did to a [`Session`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// The frame's faces, scored and tracked.
+    pub faces: Vec<ScoredFace>,
+    /// Tracks that appeared in this frame.
+    pub started: Vec<u32>,
+    /// Tracks that ended with this frame (missed too often).
+    pub ended: Vec<u32>,
+    /// Time per stage.
+    pub timings: StepTimings,
+}
+
+/// Time spent per stage of [`Session::step`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimings {
+    /// Detection and embedding.
+    pub perception: PerceptionTimings,
+    /// Head + classifier.
+    pub score: Duration,
 }
 
 /// The state of one video or stream.
@@ -110,23 +144,40 @@ pub struct Session<'a> {
     aggregator: Aggregator,
     frames: usize,
     faces: usize,
+    live: bool,
 }
 
 impl Session<'_> {
     /// Detects, embeds, tracks and scores the faces of the next frame.
     pub fn process(&mut self, frame: &Frame) -> Result<Vec<ScoredFace>> {
-        let faces = self.detector.perception.analyze(frame)?;
-        self.add_faces(faces)
+        Ok(self.step(frame)?.faces)
+    }
+
+    /// As [`Self::process`], also reporting track changes and timings.
+    pub fn step(&mut self, frame: &Frame) -> Result<Step> {
+        let (faces, perception) = self.detector.perception.analyze_timed(frame)?;
+        let mut step = self.add_faces_step(faces)?;
+        step.timings.perception = perception;
+        Ok(step)
     }
 
     /// As [`Self::process`] for faces already detected and embedded.
     pub fn add_faces(&mut self, faces: Vec<Face>) -> Result<Vec<ScoredFace>> {
+        Ok(self.add_faces_step(faces)?.faces)
+    }
+
+    fn add_faces_step(&mut self, faces: Vec<Face>) -> Result<Step> {
+        let t = Instant::now();
         let scores = self.detector.score_faces(&faces)?;
+        let score_time = t.elapsed();
         let boxes: Vec<_> = faces.iter().map(|f| f.detection.bbox).collect();
         let embs: Vec<_> = faces.iter().map(|f| f.embedding.clone()).collect();
-        // Ended tracks keep their scores in the verdict (a video's verdict
-        // covers every face seen); live mode will forget them.
         let update = self.tracker.update(&boxes, Some(&embs));
+        if self.live {
+            for id in &update.ended {
+                self.aggregator.remove(*id);
+            }
+        }
         self.frames += 1;
         self.faces += faces.len();
         let mut out = Vec::with_capacity(faces.len());
@@ -140,7 +191,15 @@ impl Session<'_> {
                 p_fake: p,
             });
         }
-        Ok(out)
+        Ok(Step {
+            faces: out,
+            started: update.started,
+            ended: update.ended,
+            timings: StepTimings {
+                perception: PerceptionTimings::default(),
+                score: score_time,
+            },
+        })
     }
 
     /// Frames processed.

@@ -411,6 +411,10 @@ impl Frame {
     /// Re-encodes as JPEG at `quality` (1–100) and decodes again: the
     /// compression a frame suffers on its way through a video pipeline.
     pub fn jpeg_roundtrip(&self, quality: u8) -> Result<Frame> {
+        Frame::decode(&self.to_jpeg(quality)?)
+    }
+    /// Encodes as JPEG at `quality` (1–100).
+    pub fn to_jpeg(&self, quality: u8) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         let mut enc =
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100));
@@ -421,7 +425,7 @@ impl Frame {
             image::ExtendedColorType::Rgb8,
         )
         .map_err(|e| Error::frame(e.to_string()))?;
-        Frame::decode(&buf)
+        Ok(buf)
     }
 }
 

@@ -61,10 +61,34 @@ fn make(name: &str, uri: &str) -> Result<gst::Element> {
     })
 }
 
+/// Jetson's hardware decoder; preferred over software decoders when present.
+pub const HW_DECODER: &str = "nvv4l2decoder";
+/// Jetson's converter out of NVMM (device) memory, needed after [`HW_DECODER`].
+pub const HW_CONVERTER: &str = "nvvidconv";
+
+/// Whether this GStreamer installation has an element called `name`.
+pub fn has_element(name: &str) -> bool {
+    gst::init().is_ok() && gst::ElementFactory::find(name).is_some()
+}
+
+/// On Jetson, raises the hardware decoder above the software ones so that
+/// `uridecodebin` picks it; returns whether it did.
+fn prefer_hardware_decoder() -> bool {
+    if !(has_element(HW_DECODER) && has_element(HW_CONVERTER)) {
+        return false;
+    }
+    if let Some(f) = gst::ElementFactory::find(HW_DECODER) {
+        f.set_rank(gst::Rank::PRIMARY + 10);
+    }
+    true
+}
+
 impl VideoReader {
     /// Opens a file path or URI and decodes until the first frame, so that
     /// [`Self::info`] is known. Fails with a clear error for a missing file,
     /// a missing GStreamer plugin, a stream without video, or corrupt data.
+    /// On Jetson (`nvv4l2decoder` + `nvvidconv` present) decoding runs on
+    /// the hardware decoder.
     pub fn open(input: &str) -> Result<Self> {
         gst::init().map_err(|e| Error::Video {
             uri: input.into(),
@@ -80,22 +104,23 @@ impl VideoReader {
             .property("uri", &uri)
             .build()
             .map_err(|_| err("GStreamer element `uridecodebin` is missing (install gstreamer1.0-plugins-base)".into()))?;
-        let convert = make("videoconvert", &uri)?;
-        let caps = gst_video::VideoCapsBuilder::new()
-            .format(gst_video::VideoFormat::Rgb)
-            .build();
-        let sink = gst_app::AppSink::builder()
-            .caps(&caps)
-            .sync(false)
-            .max_buffers(4)
-            .build();
+        let mut chain = Vec::new();
+        if prefer_hardware_decoder() {
+            chain.push(make(HW_CONVERTER, &uri)?);
+        }
+        chain.push(make("videoconvert", &uri)?);
+        let sink = rgb_appsink();
         pipeline
-            .add_many([&src, &convert, sink.upcast_ref()])
+            .add_many([&src])
+            .and_then(|_| pipeline.add_many(&chain))
+            .and_then(|_| pipeline.add(&sink))
             .map_err(|e| err(e.to_string()))?;
-        convert.link(&sink).map_err(|e| err(e.to_string()))?;
-        let convert_weak = convert.downgrade();
+        let mut links: Vec<&gst::Element> = chain.iter().collect();
+        links.push(sink.upcast_ref());
+        gst::Element::link_many(links).map_err(|e| err(e.to_string()))?;
+        let first_weak = chain[0].downgrade();
         src.connect_pad_added(move |_, pad| {
-            let Some(convert) = convert_weak.upgrade() else {
+            let Some(first) = first_weak.upgrade() else {
                 return;
             };
             let is_video = pad
@@ -103,15 +128,45 @@ impl VideoReader {
                 .or_else(|| Some(pad.query_caps(None)))
                 .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
                 .unwrap_or(false);
-            if let Some(sinkpad) = convert.static_pad("sink") {
+            if let Some(sinkpad) = first.static_pad("sink") {
                 if is_video && !sinkpad.is_linked() {
                     let _ = pad.link(&sinkpad);
                 }
             }
         });
+        Self::start(uri, pipeline, sink)
+    }
+
+    /// Opens a GStreamer pipeline description that ends in raw video (for
+    /// example `v4l2src device=/dev/video0` or `videotestsrc num-buffers=30`);
+    /// conversion to RGB and the sink are appended.
+    pub fn open_launch(description: &str) -> Result<Self> {
+        let err = |reason: String| Error::Video {
+            uri: description.into(),
+            reason,
+        };
+        gst::init().map_err(|e| err(format!("GStreamer init: {e}")))?;
+        let full = format!("{description} ! videoconvert name=fakewatch_convert");
+        let bin = gst::parse::launch(&full).map_err(|e| err(format!("bad pipeline: {e}")))?;
+        let pipeline = bin
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| err("not a pipeline".into()))?;
+        let convert = pipeline
+            .by_name("fakewatch_convert")
+            .ok_or_else(|| err("pipeline lost its converter".into()))?;
+        let sink = rgb_appsink();
+        pipeline.add(&sink).map_err(|e| err(e.to_string()))?;
+        convert.link(&sink).map_err(|e| err(e.to_string()))?;
+        Self::start(description.into(), pipeline, sink)
+    }
+
+    fn start(uri: String, pipeline: gst::Pipeline, sink: gst_app::AppSink) -> Result<Self> {
         pipeline.set_state(gst::State::Playing).map_err(|_| {
             let msg = bus_error(&pipeline).unwrap_or_else(|| "cannot start decoding".into());
-            err(msg)
+            Error::Video {
+                uri: uri.clone(),
+                reason: msg,
+            }
         })?;
         let mut reader = Self {
             uri,
@@ -232,6 +287,17 @@ impl VideoReader {
     }
 }
 
+fn rgb_appsink() -> gst_app::AppSink {
+    let caps = gst_video::VideoCapsBuilder::new()
+        .format(gst_video::VideoFormat::Rgb)
+        .build();
+    gst_app::AppSink::builder()
+        .caps(&caps)
+        .sync(false)
+        .max_buffers(4)
+        .build()
+}
+
 impl Drop for VideoReader {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
@@ -312,5 +378,22 @@ mod tests {
     #[test]
     fn missing_file_is_an_error() {
         assert!(VideoReader::open("/nonexistent/clip.mp4").is_err());
+    }
+
+    #[test]
+    fn launch_pipeline_delivers_rgb_frames_then_ends() {
+        let mut r = VideoReader::open_launch(
+            "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48,framerate=10/1",
+        )
+        .unwrap();
+        assert_eq!((r.info().width, r.info().height), (64, 48));
+        assert_eq!(r.info().fps, Some(10.0));
+        let mut n = 0;
+        while let Some(f) = r.next_frame().unwrap() {
+            assert_eq!((f.width(), f.height()), (64, 48));
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        assert!(VideoReader::open_launch("no_such_element_xyz").is_err());
     }
 }

@@ -118,3 +118,44 @@ pub fn make_clip(photo: &Path, frames: u32, out: &Path) -> PathBuf {
     assert!(status.success(), "gst-launch-1.0 failed");
     out.to_path_buf()
 }
+
+/// The path of system program `name` (e.g. `mosquitto`, `chromium`), or
+/// `None` with a SKIP line saying which Debian package `.ci/deps` installs.
+pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    eprintln!(
+        "SKIP: `{name}` is not installed (Debian package {package}; `bash .ci/deps` installs it)"
+    );
+    None
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1: (status line + headers, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(String, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    Ok((
+        String::from_utf8_lossy(&buf[..split]).into_owned(),
+        buf[split + 4..].to_vec(),
+    ))
+}

@@ -1,0 +1,512 @@
+//! The HTTP side of a live run: an MJPEG preview (`/stream.mjpg`), the
+//! latest frame (`/frame.jpg`), a status page (`/`) fed by `/status.json`,
+//! Prometheus `/metrics` and `/healthz`. Plain `std::net`, one thread per
+//! client, a bounded number of clients.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// Most simultaneous HTTP clients.
+pub const MAX_CLIENTS: usize = 16;
+/// `/healthz` fails when no frame was processed for this long.
+pub const HEALTH_STALE: Duration = Duration::from_secs(5);
+
+/// A track as shown on the status page.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrackStatus {
+    /// Track id.
+    pub id: u32,
+    /// `real`, `fake` or `unknown`.
+    pub label: &'static str,
+    /// Mean P(fake) over the track's window.
+    pub score: Option<f32>,
+    /// Frames scored.
+    pub frames: usize,
+}
+
+/// What `/status.json` and `/metrics` report.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct Status {
+    /// The source.
+    pub source: String,
+    /// Stream label.
+    pub label: &'static str,
+    /// Stream P(fake).
+    pub score: Option<f32>,
+    /// Tracks on screen.
+    pub tracks: Vec<TrackStatus>,
+    /// Frames read from the source.
+    pub frames_in: u64,
+    /// Frames overlaid and written.
+    pub frames_processed: u64,
+    /// Frames run through detection and scoring.
+    pub frames_analyzed: u64,
+    /// Frames dropped (pipeline behind the source).
+    pub dropped: u64,
+    /// Source frames per second (last second).
+    pub input_fps: f64,
+    /// Output frames per second (last second).
+    pub processed_fps: f64,
+    /// Latency of the last analysis, capture to result, ms.
+    pub analysis_latency_ms: f64,
+    /// Events sent.
+    pub events: u64,
+    /// Whether the source is currently lost.
+    pub source_lost: bool,
+}
+
+struct Jpeg {
+    generation: u64,
+    data: Arc<Vec<u8>>,
+}
+
+/// State shared between the pipeline and the HTTP threads.
+pub struct HttpState {
+    status: Mutex<Status>,
+    jpeg: Mutex<Jpeg>,
+    new_jpeg: Condvar,
+    viewers: AtomicUsize,
+    last_snapshot: Mutex<Option<Instant>>,
+    last_frame: Mutex<Option<Instant>>,
+    stop: AtomicBool,
+}
+
+impl HttpState {
+    fn new() -> Self {
+        Self {
+            status: Mutex::new(Status::default()),
+            jpeg: Mutex::new(Jpeg {
+                generation: 0,
+                data: Arc::new(Vec::new()),
+            }),
+            new_jpeg: Condvar::new(),
+            viewers: AtomicUsize::new(0),
+            last_snapshot: Mutex::new(None),
+            last_frame: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Replaces the status.
+    pub fn set_status(&self, s: Status) {
+        if let Ok(mut g) = self.status.lock() {
+            *g = s;
+        }
+        if let Ok(mut g) = self.last_frame.lock() {
+            *g = Some(Instant::now());
+        }
+    }
+
+    /// Whether anyone wants preview frames now (a stream viewer, or a
+    /// snapshot in the last two seconds).
+    pub fn wants_jpeg(&self) -> bool {
+        self.viewers.load(Ordering::Relaxed) > 0
+            || self
+                .last_snapshot
+                .lock()
+                .ok()
+                .and_then(|g| *g)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+    }
+
+    /// Publishes a new preview frame.
+    pub fn set_jpeg(&self, data: Vec<u8>) {
+        if let Ok(mut g) = self.jpeg.lock() {
+            g.generation += 1;
+            g.data = Arc::new(data);
+        }
+        self.new_jpeg.notify_all();
+    }
+}
+
+/// The running server.
+pub struct HttpServer {
+    state: Arc<HttpState>,
+    addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Binds `addr` and serves in the background.
+    pub fn start(addr: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let state = Arc::new(HttpState::new());
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || accept_loop(&listener, &st))?;
+        log::info!("serving status and preview on http://{addr}/");
+        Ok(Self {
+            state,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<HttpState> {
+        &self.state
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.state.new_jpeg.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, state: &Arc<HttpState>) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    while !state.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    let _ = respond(&stream, "503 Service Unavailable", "text/plain", b"busy\n");
+                    continue;
+                }
+                clients.fetch_add(1, Ordering::SeqCst);
+                let (st, c) = (state.clone(), clients.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("http-client".into())
+                    .spawn(move || {
+                        let _ = serve(stream, &st);
+                        c.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                log::warn!("http accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn respond(mut s: &TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    s.flush()
+}
+
+fn serve(stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Skip the headers.
+    let mut h = String::new();
+    while reader.read_line(&mut h)? > 2 {
+        h.clear();
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(
+            &stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n",
+        );
+    }
+    let path = path.split('?').next().unwrap_or("");
+    match path {
+        "/" | "/index.html" => respond(
+            &stream,
+            "200 OK",
+            "text/html; charset=utf-8",
+            STATUS_PAGE.as_bytes(),
+        ),
+        "/status.json" => {
+            let body = state
+                .status
+                .lock()
+                .map(|s| serde_json::to_vec(&*s).unwrap_or_default())
+                .unwrap_or_default();
+            respond(&stream, "200 OK", "application/json", &body)
+        }
+        "/metrics" => {
+            let body = state.status.lock().map(|s| metrics(&s)).unwrap_or_default();
+            respond(
+                &stream,
+                "200 OK",
+                "text/plain; version=0.0.4",
+                body.as_bytes(),
+            )
+        }
+        "/healthz" => {
+            let fresh = state
+                .last_frame
+                .lock()
+                .ok()
+                .and_then(|g| *g)
+                .is_some_and(|t| t.elapsed() < HEALTH_STALE);
+            if fresh {
+                respond(&stream, "200 OK", "text/plain", b"ok\n")
+            } else {
+                respond(
+                    &stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"no frame processed recently\n",
+                )
+            }
+        }
+        "/frame.jpg" => {
+            if let Ok(mut g) = state.last_snapshot.lock() {
+                *g = Some(Instant::now());
+            }
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                let data = state
+                    .jpeg
+                    .lock()
+                    .map(|j| j.data.clone())
+                    .unwrap_or_default();
+                if !data.is_empty() {
+                    return respond(&stream, "200 OK", "image/jpeg", &data);
+                }
+                if Instant::now() > deadline {
+                    return respond(
+                        &stream,
+                        "503 Service Unavailable",
+                        "text/plain",
+                        b"no frame yet\n",
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        "/stream.mjpg" => {
+            state.viewers.fetch_add(1, Ordering::SeqCst);
+            let r = stream_mjpeg(&stream, state);
+            state.viewers.fetch_sub(1, Ordering::SeqCst);
+            r
+        }
+        _ => respond(&stream, "404 Not Found", "text/plain", b"not found\n"),
+    }
+}
+
+fn stream_mjpeg(mut s: &TcpStream, state: &HttpState) -> std::io::Result<()> {
+    write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=fwframe\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut seen = 0u64;
+    while !state.stop.load(Ordering::SeqCst) {
+        let data = {
+            let Ok(mut g) = state.jpeg.lock() else {
+                return Ok(());
+            };
+            while g.generation == seen && !state.stop.load(Ordering::SeqCst) {
+                g = match state.new_jpeg.wait_timeout(g, Duration::from_millis(500)) {
+                    Ok((g, _)) => g,
+                    Err(_) => return Ok(()),
+                };
+            }
+            seen = g.generation;
+            g.data.clone()
+        };
+        if data.is_empty() {
+            continue;
+        }
+        write!(
+            s,
+            "--fwframe\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )?;
+        s.write_all(&data)?;
+        s.write_all(b"\r\n")?;
+        s.flush()?;
+    }
+    Ok(())
+}
+
+/// Prometheus text exposition of `s`.
+pub fn metrics(s: &Status) -> String {
+    let mut out = String::new();
+    let mut m = |name: &str, kind: &str, help: &str, v: f64| {
+        out += &format!("# HELP fakewatch_{name} {help}\n# TYPE fakewatch_{name} {kind}\nfakewatch_{name} {v}\n");
+    };
+    m(
+        "frames_in_total",
+        "counter",
+        "Frames read from the source.",
+        s.frames_in as f64,
+    );
+    m(
+        "frames_processed_total",
+        "counter",
+        "Frames overlaid and written to the sinks.",
+        s.frames_processed as f64,
+    );
+    m(
+        "frames_analyzed_total",
+        "counter",
+        "Frames run through detection and scoring.",
+        s.frames_analyzed as f64,
+    );
+    m(
+        "frames_dropped_total",
+        "counter",
+        "Frames dropped because the pipeline was behind.",
+        s.dropped as f64,
+    );
+    m("events_total", "counter", "Events sent.", s.events as f64);
+    m(
+        "input_fps",
+        "gauge",
+        "Source frames per second.",
+        s.input_fps,
+    );
+    m(
+        "processed_fps",
+        "gauge",
+        "Processed frames per second.",
+        s.processed_fps,
+    );
+    m(
+        "analysis_latency_seconds",
+        "gauge",
+        "Capture to analysis result of the last analysed frame.",
+        s.analysis_latency_ms / 1000.0,
+    );
+    m(
+        "tracks",
+        "gauge",
+        "Face tracks on screen.",
+        s.tracks.len() as f64,
+    );
+    m(
+        "stream_score",
+        "gauge",
+        "Stream P(fake) (-1: no face).",
+        s.score.map_or(-1.0, f64::from),
+    );
+    m(
+        "stream_fake",
+        "gauge",
+        "1 when the stream verdict is fake.",
+        f64::from(u8::from(s.label == "fake")),
+    );
+    m(
+        "source_up",
+        "gauge",
+        "0 while the source is lost.",
+        f64::from(u8::from(!s.source_lost)),
+    );
+    out
+}
+
+const STATUS_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fakewatch</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:system-ui,sans-serif;margin:1rem;background:#111;color:#eee}
+#verdict{font-size:2rem;font-weight:bold;padding:.3rem .8rem;border-radius:.3rem;display:inline-block}
+.fake{background:#c62828}.real{background:#2e7d32}.unknown{background:#555}
+table{border-collapse:collapse;margin-top:.5rem}td,th{padding:.2rem .6rem;border-bottom:1px solid #333;text-align:left}
+img{max-width:100%;margin-top:.5rem;border:1px solid #333}
+</style></head><body>
+<h1>fakewatch</h1>
+<div>stream: <span id="verdict" class="unknown">unknown</span> <span id="score"></span></div>
+<div id="figures">waiting for the first frame…</div>
+<table><thead><tr><th>track</th><th>verdict</th><th>score</th><th>frames</th></tr></thead><tbody id="tracks"></tbody></table>
+<img id="preview" alt="live preview">
+<script>
+function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
+async function tick(){
+  try{
+    const s=await (await fetch('/status.json',{cache:'no-store'})).json();
+    const v=document.getElementById('verdict');v.textContent=s.label;v.className=s.label;
+    document.getElementById('score').textContent='P(fake) '+fmt(s.score);
+    document.getElementById('figures').textContent=
+      `source ${s.source} · ${s.input_fps.toFixed(1)} fps in · ${s.processed_fps.toFixed(1)} fps processed · `+
+      `${s.frames_processed} frames · ${s.dropped} dropped · analysis ${s.analysis_latency_ms.toFixed(0)} ms`+
+      (s.source_lost?' · SOURCE LOST':'');
+    document.getElementById('tracks').innerHTML=s.tracks.map(t=>
+      `<tr class="track"><td>#${t.id}</td><td class="${t.label}">${t.label}</td><td>${fmt(t.score)}</td><td>${t.frames}</td></tr>`).join('');
+  }catch(e){document.getElementById('figures').textContent='disconnected'}
+}
+setInterval(tick,500);tick();
+window.addEventListener('load',()=>{document.getElementById('preview').src='/stream.mjpg'});
+</script></body></html>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (
+            String::from_utf8_lossy(&buf[..split]).to_string(),
+            buf[split + 4..].to_vec(),
+        )
+    }
+
+    #[test]
+    fn serves_status_metrics_health_and_snapshots() {
+        let server = HttpServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.addr();
+        assert!(get(addr, "/healthz").0.contains("503"));
+        server.state().set_status(Status {
+            frames_in: 7,
+            label: "fake",
+            score: Some(0.9),
+            ..Status::default()
+        });
+        assert!(get(addr, "/healthz").0.contains("200"));
+        let (_, body) = get(addr, "/status.json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["frames_in"], 7);
+        let (_, body) = get(addr, "/metrics");
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("fakewatch_frames_in_total 7\n"));
+        assert!(text.contains("fakewatch_stream_fake 1\n"));
+        assert!(get(addr, "/nope").0.contains("404"));
+        assert!(get(addr, "/").1.starts_with(b"<!doctype html>"));
+        let st = server.state().clone();
+        let t = std::thread::spawn(move || {
+            while !st.wants_jpeg() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            st.set_jpeg(vec![0xff, 0xd8, 1, 2]);
+        });
+        let (head, body) = get(addr, "/frame.jpg");
+        t.join().unwrap();
+        assert!(head.contains("image/jpeg"));
+        assert_eq!(body, [0xff, 0xd8, 1, 2]);
+    }
+}

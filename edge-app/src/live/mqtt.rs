@@ -1,0 +1,545 @@
+//! MQTT output: QoS 1 publishing with an on-disk spool, so that events
+//! raised while the broker is away are replayed when it returns.
+//!
+//! Every event is appended to `DIR/spool.ndjson` before it is published; the
+//! byte offset up to which the broker has acknowledged everything lives in
+//! `DIR/acked` (written by rename, so a crash leaves the old or the new
+//! value). A restart replays what the last run could not deliver. Delivery is
+//! at least once: after a reconnect the unacknowledged tail is published
+//! again, and each event carries `run` + `seq` for de-duplication.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
+
+/// Default bound of the on-disk spool.
+pub const DEFAULT_SPOOL_BYTES: u64 = 64 << 20;
+/// Publishes in flight (unacknowledged) at once.
+const WINDOW: usize = 32;
+/// First and largest wait between connection attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+
+/// `mqtt://host[:port]/topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttTarget {
+    /// Broker host.
+    pub host: String,
+    /// Broker port (1883 by default).
+    pub port: u16,
+    /// Topic the events go to.
+    pub topic: String,
+}
+
+impl std::str::FromStr for MqttTarget {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let rest = s
+            .strip_prefix("mqtt://")
+            .with_context(|| format!("{s:?}: expected mqtt://host[:port]/topic"))?;
+        let (hostport, topic) = rest
+            .split_once('/')
+            .with_context(|| format!("{s:?}: no topic (mqtt://host[:port]/topic)"))?;
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            bail!("{s:?}: topic must be non-empty and without wildcards");
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse()
+                    .with_context(|| format!("{s:?}: bad port {p:?}"))?,
+            ),
+            None => (hostport, 1883),
+        };
+        if host.is_empty() {
+            bail!("{s:?}: no host");
+        }
+        Ok(Self {
+            host: host.into(),
+            port,
+            topic: topic.into(),
+        })
+    }
+}
+
+/// Counters of an [`MqttOutput`].
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    /// Events acknowledged by the broker.
+    pub acked: AtomicU64,
+    /// Events published (including re-sends).
+    pub published: AtomicU64,
+    /// Events dropped because the spool was full.
+    pub dropped: AtomicU64,
+    /// Successful connections.
+    pub connects: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Spool {
+    dir: PathBuf,
+    file: File,
+    /// Byte offset of the first entry of `pending` in the file.
+    base: u64,
+    /// Unacknowledged entries in order: (end offset, payload).
+    pending: VecDeque<(u64, Vec<u8>)>,
+    end: u64,
+    max_bytes: u64,
+    closed: bool,
+    /// Entries dropped from the front because the spool was full.
+    front_dropped: u64,
+}
+
+impl Spool {
+    fn open(dir: &Path, max_bytes: u64) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating spool directory {}", dir.display()))?;
+        let path = dir.join("spool.ndjson");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let acked = std::fs::read_to_string(dir.join("acked"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let len = file.metadata()?.len();
+        let base = acked.min(len);
+        file.seek(SeekFrom::Start(base))?;
+        let mut pending = VecDeque::new();
+        let mut offset = base;
+        let mut reader = BufReader::new(&file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            // A torn last line (crash mid-write) is dropped.
+            if line.last() == Some(&b'\n') && line.len() > 1 {
+                pending.push_back((offset, line[..line.len() - 1].to_vec()));
+            }
+        }
+        if !pending.is_empty() {
+            log::info!(
+                "mqtt: {} undelivered event(s) from an earlier run will be replayed",
+                pending.len()
+            );
+        }
+        let mut s = Self {
+            dir: dir.into(),
+            file,
+            base,
+            pending,
+            end: offset,
+            max_bytes,
+            closed: false,
+            front_dropped: 0,
+        };
+        s.compact()?;
+        Ok(s)
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.end - self.base
+    }
+
+    /// Rewrites the file with only the pending entries.
+    fn compact(&mut self) -> Result<()> {
+        let tmp = self.dir.join("spool.ndjson.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            for (_, p) in &self.pending {
+                f.write_all(p)?;
+                f.write_all(b"\n")?;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join("spool.ndjson"))?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(self.dir.join("spool.ndjson"))?;
+        let mut off = 0;
+        for e in self.pending.iter_mut() {
+            off += e.1.len() as u64 + 1;
+            e.0 = off;
+        }
+        self.base = 0;
+        self.end = off;
+        self.write_acked()
+    }
+
+    fn write_acked(&self) -> Result<()> {
+        let tmp = self.dir.join("acked.tmp");
+        std::fs::write(&tmp, self.base.to_string())?;
+        std::fs::rename(&tmp, self.dir.join("acked"))?;
+        Ok(())
+    }
+
+    fn push(&mut self, payload: Vec<u8>, stats: &MqttStats) -> Result<()> {
+        let need = payload.len() as u64 + 1;
+        if self.end + need > self.max_bytes {
+            self.compact()?;
+            while !self.pending.is_empty() && self.pending_bytes() + need > self.max_bytes {
+                self.pending.pop_front();
+                self.front_dropped += 1;
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                log::warn!("mqtt: spool full, dropped the oldest undelivered event");
+                self.compact()?;
+            }
+        }
+        let res = self
+            .file
+            .write_all(&payload)
+            .and_then(|_| self.file.write_all(b"\n"));
+        if let Err(e) = res {
+            // Disk full or gone: keep the event in memory, never crash.
+            log::warn!("mqtt: spool write failed ({e}); event kept in memory only");
+        }
+        self.end += need;
+        self.pending.push_back((self.end, payload));
+        Ok(())
+    }
+
+    /// The first `n` pending entries were acknowledged.
+    fn ack(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            if let Some((end, _)) = self.pending.pop_front() {
+                self.base = end;
+            }
+        }
+        if self.pending.is_empty() {
+            self.base = self.end;
+        }
+        if self.base > self.max_bytes / 2 {
+            return self.compact();
+        }
+        self.write_acked()
+    }
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    wake: Condvar,
+    stats: MqttStats,
+}
+
+/// The MQTT publisher: a spool plus a thread that keeps a connection.
+pub struct MqttOutput {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    target: MqttTarget,
+}
+
+impl std::fmt::Debug for MqttOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttOutput")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl MqttOutput {
+    /// Opens the spool in `spool_dir` and starts publishing to `target`.
+    pub fn start(target: MqttTarget, spool_dir: &Path, max_bytes: u64) -> Result<Self> {
+        let spool = Spool::open(spool_dir, max_bytes)?;
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            wake: Condvar::new(),
+            stats: MqttStats::default(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (shared, stop, target) = (shared.clone(), stop.clone(), target.clone());
+            std::thread::Builder::new()
+                .name("mqtt".into())
+                .spawn(move || publisher(&target, &shared, &stop))?
+        };
+        Ok(Self {
+            shared,
+            stop,
+            thread: Some(thread),
+            target,
+        })
+    }
+
+    /// Spools one event for publishing.
+    pub fn send(&self, payload: &[u8]) -> Result<()> {
+        let mut s = self
+            .shared
+            .spool
+            .lock()
+            .map_err(|_| anyhow::anyhow!("mqtt spool poisoned"))?;
+        s.push(payload.to_vec(), &self.shared.stats)?;
+        drop(s);
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &MqttStats {
+        &self.shared.stats
+    }
+
+    /// Waits up to `timeout` for the broker to acknowledge every spooled
+    /// event, then stops; what is left stays in the spool for the next run.
+    /// Returns the number of events left undelivered.
+    pub fn finish(mut self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        if let Ok(mut s) = self.shared.spool.lock() {
+            s.closed = true;
+            while !s.pending.is_empty() && Instant::now() < deadline {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match self
+                    .shared
+                    .wake
+                    .wait_timeout(s, wait.min(Duration::from_millis(100)))
+                {
+                    Ok((g, _)) => s = g,
+                    Err(_) => return usize::MAX,
+                }
+            }
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let left = self.shared.spool.lock().map_or(0, |s| s.pending.len());
+        if left > 0 {
+            log::warn!(
+                "mqtt: {left} event(s) not acknowledged by {}:{}; kept in the spool for the next run",
+                self.target.host,
+                self.target.port
+            );
+        }
+        left
+    }
+}
+
+impl Drop for MqttOutput {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn publisher(target: &MqttTarget, shared: &Shared, stop: &AtomicBool) {
+    let mut backoff = BACKOFF.0;
+    let client_id = format!("fakewatch-{}-{}", std::process::id(), rand_suffix());
+    while !stop.load(Ordering::SeqCst) {
+        match session(target, shared, stop, &client_id) {
+            Ok(()) => return,
+            Err(e) => {
+                log::warn!(
+                    "mqtt: {}:{}: {e:#}; retrying in {} ms",
+                    target.host,
+                    target.port,
+                    backoff.as_millis()
+                );
+            }
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// One connection: publishes the pending tail, returns `Ok` when stopped,
+/// `Err` when the connection broke.
+fn session(target: &MqttTarget, shared: &Shared, stop: &AtomicBool, id: &str) -> Result<()> {
+    let mut opts = MqttOptions::new(id, target.host.clone(), target.port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut conn) = Client::new(opts, WINDOW * 2);
+    let mut connected = false;
+    // Publishes sent in this session, in order, waiting for their pkid.
+    let mut awaiting_pkid: VecDeque<usize> = VecDeque::new();
+    let mut by_pkid: HashMap<u16, usize> = HashMap::new();
+    // Acknowledged indices (relative to the pending front) not yet contiguous.
+    let mut acked_idx: std::collections::BTreeSet<usize> = Default::default();
+    // Index of the next pending entry to publish, relative to the front.
+    let mut next = 0usize;
+    // How many front entries were acknowledged and removed in this session.
+    let mut removed = 0usize;
+    let dropped_at_start = shared
+        .spool
+        .lock()
+        .map_err(|_| anyhow::anyhow!("spool poisoned"))?
+        .front_dropped;
+    let resync = |s: &Spool| -> Result<()> {
+        if s.front_dropped != dropped_at_start {
+            bail!("spool overflowed while publishing; resending from the oldest kept event");
+        }
+        Ok(())
+    };
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            let _ = client.disconnect();
+            return Ok(());
+        }
+        if connected {
+            let s = shared
+                .spool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("spool poisoned"))?;
+            resync(&s)?;
+            while next - removed < s.pending.len() && awaiting_pkid.len() + by_pkid.len() < WINDOW {
+                let payload = s.pending[next - removed].1.clone();
+                client
+                    .try_publish(target.topic.clone(), QoS::AtLeastOnce, false, payload)
+                    .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+                awaiting_pkid.push_back(next);
+                next += 1;
+                shared.stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match conn.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                connected = true;
+                shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                log::info!("mqtt: connected to {}:{}", target.host, target.port);
+            }
+            Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                if let Some(i) = awaiting_pkid.pop_front() {
+                    by_pkid.insert(pkid, i);
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                if let Some(i) = by_pkid.remove(&ack.pkid) {
+                    acked_idx.insert(i);
+                    let mut n = 0;
+                    while acked_idx.remove(&(removed + n)) {
+                        n += 1;
+                    }
+                    if n > 0 {
+                        let mut s = shared
+                            .spool
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("spool poisoned"))?;
+                        resync(&s)?;
+                        s.ack(n)?;
+                        removed += n;
+                        shared.stats.acked.fetch_add(n as u64, Ordering::Relaxed);
+                        drop(s);
+                        shared.wake.notify_all();
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(rumqttc::RecvTimeoutError::Timeout) => {
+                // Idle: sleep on the spool until there is something to send.
+                let s = shared
+                    .spool
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("spool poisoned"))?;
+                if connected && next - removed >= s.pending.len() && by_pkid.is_empty() {
+                    if s.closed && s.pending.is_empty() {
+                        drop(s);
+                        shared.wake.notify_all();
+                    } else {
+                        let _ = shared.wake.wait_timeout(s, Duration::from_millis(200));
+                    }
+                }
+            }
+            Err(rumqttc::RecvTimeoutError::Disconnected) => bail!("connection closed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fw-mqtt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn targets_parse() {
+        let t: MqttTarget = "mqtt://127.0.0.1:1884/fw/events".parse().unwrap();
+        assert_eq!(t.port, 1884);
+        assert_eq!(t.topic, "fw/events");
+        assert_eq!("mqtt://broker/x".parse::<MqttTarget>().unwrap().port, 1883);
+        for bad in [
+            "tcp://a/x",
+            "mqtt://a",
+            "mqtt://a/",
+            "mqtt://a:zz/x",
+            "mqtt://a/#",
+        ] {
+            assert!(bad.parse::<MqttTarget>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn spool_survives_reopen_and_acks_persist() {
+        let d = scratch("reopen");
+        let stats = MqttStats::default();
+        let mut s = Spool::open(&d, 1 << 20).unwrap();
+        for i in 0..5 {
+            s.push(format!("{{\"seq\":{i}}}").into_bytes(), &stats)
+                .unwrap();
+        }
+        s.ack(2).unwrap();
+        drop(s);
+        // A torn line from a crash is ignored.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.join("spool.ndjson"))
+            .unwrap();
+        f.write_all(b"{\"seq\":").unwrap();
+        let s = Spool::open(&d, 1 << 20).unwrap();
+        let left: Vec<_> = s
+            .pending
+            .iter()
+            .map(|(_, p)| String::from_utf8_lossy(p).to_string())
+            .collect();
+        assert_eq!(left, ["{\"seq\":2}", "{\"seq\":3}", "{\"seq\":4}"]);
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_and_counts() {
+        let d = scratch("full");
+        let stats = MqttStats::default();
+        let mut s = Spool::open(&d, 40).unwrap();
+        for i in 0..10 {
+            s.push(format!("event-{i:03}").into_bytes(), &stats)
+                .unwrap();
+        }
+        assert!(s.pending_bytes() <= 40);
+        assert_eq!(s.pending.back().unwrap().1, b"event-009");
+        assert_eq!(
+            stats.dropped.load(Ordering::Relaxed) as usize + s.pending.len(),
+            10
+        );
+        assert!(std::fs::metadata(d.join("spool.ndjson")).unwrap().len() <= 40);
+    }
+}

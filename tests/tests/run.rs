@@ -1,0 +1,595 @@
+//! `fakewatch run` end to end: real decode, real models, real encoders, a real
+//! MQTT broker (Debian `mosquitto`) and a real browser (Debian `chromium`).
+//! The clips are made here from the repository's test photo; nothing here
+//! needs the shared research data except the last test.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fakewatch_sdk::video::VideoReader;
+use fakewatch_sdk::Frame;
+use fakewatch_tests::{bin, free_port, http_get, make_clip, ndjson, root, scratch, shared, tool};
+use serde_json::Value;
+
+/// Colours of the overlay's verdict boxes (edge-app `overlay::label_color`).
+const VERDICT_COLOURS: [[u8; 3]; 3] = [[230, 40, 40], [40, 200, 80], [240, 200, 40]];
+
+fn photo() -> PathBuf {
+    root().join("tests/fixtures/t1.jpg")
+}
+
+fn fakewatch() -> Command {
+    let mut c = Command::new(bin("fakewatch"));
+    c.current_dir(root());
+    c
+}
+
+fn check_summary(events: &[Value]) -> &Value {
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "summary", "last event: {last}");
+    for k in [
+        "frames_in",
+        "frames_processed",
+        "dropped",
+        "processed_fps",
+        "first_verdict_latency_ms",
+    ] {
+        assert!(last.get(k).is_some(), "summary lacks {k}: {last}");
+    }
+    // Every event has its id fields; seq counts up from 0 without gaps.
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64, "{e}");
+        assert_eq!(e["run"], events[0]["run"]);
+    }
+    last
+}
+
+/// Pixels in a verdict colour; `tolerance` (sum of absolute channel
+/// differences) allows for lossy video coding.
+fn verdict_pixels_near(f: &Frame, tolerance: u32) -> usize {
+    let mut n = 0;
+    for y in 0..f.height() {
+        for x in 0..f.width() {
+            let Some(p) = f.pixel(x, y) else { continue };
+            let near = VERDICT_COLOURS.iter().any(|c| {
+                c.iter()
+                    .zip(p)
+                    .map(|(a, b)| u32::from(a.abs_diff(b)))
+                    .sum::<u32>()
+                    <= tolerance
+            });
+            n += usize::from(near);
+        }
+    }
+    n
+}
+
+fn verdict_pixels(f: &Frame) -> usize {
+    verdict_pixels_near(f, 0)
+}
+
+#[test]
+fn file_source_gives_an_overlaid_video_frames_and_events() {
+    let dir = scratch("run-file");
+    let clip = make_clip(&photo(), 24, &dir.join("clip.avi"));
+    let out = dir.join("out.mp4");
+    let pngs = dir.join("png");
+    let events_file = dir.join("events.ndjson");
+    let o = fakewatch()
+        .args(["run", "--source"])
+        .arg(&clip)
+        .arg("--sink")
+        .arg(format!("file:{}", out.display()))
+        .arg("--sink")
+        .arg(format!("png-dir:{}", pngs.display()))
+        .args(["--events", "-", "--events"])
+        .arg(&events_file)
+        .args(["--no-pace", "--detect-every", "6"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    assert_eq!(
+        events,
+        ndjson(&std::fs::read(&events_file).unwrap()),
+        "stdout and file carry the same events"
+    );
+    assert_eq!(events[0]["event"], "start");
+    let s = check_summary(&events);
+    assert_eq!(s["frames_in"], 24);
+    assert_eq!(s["frames_processed"], 24);
+    assert_eq!(s["dropped"], 0, "--no-pace drops nothing");
+    assert_eq!(s["frames_analyzed"], 4, "every 6th of 24 frames");
+    assert_eq!(s["reason"], "end");
+    let kinds = |k: &str| events.iter().filter(|e| e["event"] == k).count();
+    // t1.jpg has six faces: six tracks, each with a verdict; one stream verdict.
+    assert_eq!(kinds("track_appeared"), 6, "{events:?}");
+    let track_verdicts: HashSet<_> = events
+        .iter()
+        .filter(|e| e["event"] == "verdict_changed" && e["scope"] == "track")
+        .map(|e| e["track"].as_u64().unwrap())
+        .collect();
+    assert_eq!(track_verdicts.len(), 6);
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "verdict_changed" && e["scope"] == "stream"));
+    assert!(s["first_verdict_latency_ms"].as_f64().unwrap() > 0.0);
+
+    // The video decodes back to 24 overlaid frames at the clip's rate.
+    let mut r = VideoReader::open(out.to_str().unwrap()).unwrap();
+    let mut frames = vec![];
+    while let Some(f) = r.next_frame().unwrap() {
+        frames.push(f);
+    }
+    assert_eq!(frames.len(), 24);
+    assert_eq!(r.info().fps, Some(12.0));
+    // Frames after the first analysis carry verdict boxes; the PNGs equal
+    // what went into the encoder.
+    let png_last = Frame::load(pngs.join("frame-000023.png")).unwrap();
+    let src = Frame::load(photo()).unwrap();
+    assert_eq!(
+        (png_last.width(), png_last.height()),
+        (src.width(), src.height())
+    );
+    assert!(verdict_pixels(&png_last) > 1000, "no verdict overlay drawn");
+    let before = verdict_pixels_near(&src, 60);
+    assert!(
+        verdict_pixels_near(&frames[23], 60) > before + 1000,
+        "overlay lost in the MP4"
+    );
+    assert_eq!(std::fs::read_dir(&pngs).unwrap().count(), 24);
+}
+
+#[test]
+fn raw_frames_on_stdin_are_a_source() {
+    let src = Frame::load(photo()).unwrap();
+    let (w, h) = (src.width(), src.height());
+    let mut child = fakewatch()
+        .args(["run", "--source", "-", "--size"])
+        .arg(format!("{w}x{h}"))
+        .args(["--format", "rgb24", "--events", "-", "--no-pace"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for _ in 0..3 {
+            stdin.write_all(&src.to_packed()).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    let s = check_summary(&events);
+    assert_eq!(s["frames_in"], 3);
+    assert!(s["tracks_seen"].as_u64().unwrap() >= 5, "{s}");
+}
+
+#[test]
+fn bad_settings_fail_clearly_before_anything_runs() {
+    let dir = scratch("run-bad");
+    let cfg = dir.join("run.toml");
+    std::fs::write(&cfg, "source = \"x.mp4\"\ndetect_evry = 2\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--config".into(), cfg.display().to_string()],
+            "detect_evry",
+        ),
+        (vec![], "no source"),
+        (
+            vec!["--source".into(), "/nonexistent/clip.mp4".into()],
+            "no such file",
+        ),
+        (
+            vec![
+                "--source".into(),
+                photo().display().to_string(),
+                "--sink".into(),
+                "ftp:x".into(),
+            ],
+            "unknown kind",
+        ),
+        (vec!["--source".into(), "-".into()], "--size"),
+        (
+            vec![
+                "--source".into(),
+                photo().display().to_string(),
+                "--events".into(),
+                "mqtt://host".into(),
+            ],
+            "topic",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = fakewatch().arg("run").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: {err:?} should mention {needle:?}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Broker {
+    fn start(mosquitto: &Path, dir: &Path, port: u16) -> Self {
+        let conf = dir.join("mosquitto.conf");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let mut b = Self {
+            child: Command::new(mosquitto)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+            conf,
+        };
+        b.wait_up();
+        b
+    }
+    fn wait_up(&mut self) {
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn stop(&mut self) {
+        // SIGTERM: mosquitto saves its persistent sessions on the way out.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+    fn restart(&mut self, mosquitto: &Path) {
+        self.child = Command::new(mosquitto)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.wait_up();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects every message on `topic` with a persistent session, reconnecting
+/// through broker restarts.
+fn subscriber(
+    port: u16,
+    topic: &str,
+    until: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Value>> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let topic = topic.to_string();
+    let mut opts = MqttOptions::new("fakewatch-test-sub", "127.0.0.1", port);
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(opts, 64);
+    client.subscribe(&topic, QoS::AtLeastOnce).unwrap();
+    std::thread::spawn(move || {
+        let mut got = vec![];
+        while !until.load(std::sync::atomic::Ordering::SeqCst) {
+            match conn.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    got.push(serde_json::from_slice(&p.payload).unwrap());
+                }
+                Ok(Ok(Event::Incoming(Packet::ConnAck(c)))) if !c.session_present => {
+                    let _ = client.try_subscribe(&topic, QoS::AtLeastOnce);
+                }
+                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(200)),
+                _ => {}
+            }
+        }
+        got
+    })
+}
+
+#[test]
+fn mqtt_events_survive_a_broker_restart() {
+    let Some(mosquitto) = tool("mosquitto", "mosquitto") else {
+        return;
+    };
+    let dir = scratch("run-mqtt");
+    let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
+    let port = free_port();
+    let mut broker = Broker::start(&mosquitto, &dir, port);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sub = subscriber(port, "fw/events", done.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let events_file = dir.join("events.ndjson");
+    // 8 s of paced video (a 1 s clip looped), a stats event every 0.25 s.
+    let app = fakewatch()
+        .args(["run", "--source"])
+        .arg(&clip)
+        .args(["--loop", "--max-frames", "96", "--stats-interval", "0.25"])
+        .args(["--detect-every", "6", "--flush-timeout", "60"])
+        .arg("--events")
+        .arg(format!("mqtt://127.0.0.1:{port}/fw/events"))
+        .arg("--events")
+        .arg(&events_file)
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&events_file).is_ok_and(|s| s.contains("\"start\"")) {
+        assert!(t.elapsed() < Duration::from_secs(60), "run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.stop();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    broker.restart(&mosquitto);
+    let outage = down.elapsed();
+    let o = app.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let written = ndjson(&std::fs::read(&events_file).unwrap());
+    check_summary(&written);
+    let want: HashSet<(String, u64)> = written
+        .iter()
+        .map(|e| {
+            (
+                e["run"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Give the subscriber time to drain what the broker queued for it.
+    let t = Instant::now();
+    let mut got_ids: HashSet<(String, u64)> = HashSet::new();
+    std::thread::sleep(Duration::from_secs(3));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let received = sub.join().unwrap();
+    for e in &received {
+        got_ids.insert((
+            e["run"].as_str().unwrap().to_string(),
+            e["seq"].as_u64().unwrap(),
+        ));
+    }
+    let missing: Vec<_> = want.difference(&got_ids).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events never arrived (outage {outage:?}, waited {:?}): {missing:?}",
+        missing.len(),
+        want.len(),
+        t.elapsed()
+    );
+    // Events raised while the broker was down were among them.
+    let t0 = written[0]["time_ms"].as_u64().unwrap();
+    let during = written
+        .iter()
+        .filter(|e| {
+            let t = e["time_ms"].as_u64().unwrap();
+            t > t0 + 1600 && t < t0 + 1500 + outage.as_millis() as u64 - 100
+        })
+        .count();
+    assert!(during >= 3, "only {during} events fell in the outage");
+    assert!(received.len() >= want.len());
+    assert!(written.iter().any(|e| e["event"] == "verdict_changed"));
+}
+
+fn chromium_dump(chromium: &Path, url: &str, profile: &Path, extra: &[&str]) -> String {
+    let o = Command::new("timeout")
+        .arg("60")
+        .arg(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn status_page_metrics_and_mjpeg_preview_in_a_browser() {
+    let Some(chromium) = tool("chromium", "chromium") else {
+        return;
+    };
+    let dir = scratch("run-http");
+    let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
+    let port = free_port();
+    let mut app = fakewatch()
+        .args(["run", "--source"])
+        .arg(&clip)
+        .args(["--loop", "--detect-every", "6", "--events", "-"])
+        .arg("--sink")
+        .arg(format!("mjpeg:127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for health and a scored face.
+    let t = Instant::now();
+    loop {
+        let ok = http_get(port, "/status.json")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|s| {
+                s["tracks"].as_array().is_some_and(|t| !t.is_empty()) && s["label"] != "unknown"
+            });
+        if ok {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "no verdict served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (h, _) = http_get(port, "/healthz").unwrap();
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    let (_, m) = http_get(port, "/metrics").unwrap();
+    let m = String::from_utf8(m).unwrap();
+    for k in [
+        "fakewatch_frames_processed_total ",
+        "fakewatch_processed_fps ",
+        "fakewatch_tracks 6",
+    ] {
+        assert!(m.contains(k), "metrics lack {k:?}:\n{m}");
+    }
+    // The preview stream: a multipart response whose first part is a JPEG of
+    // the source's size.
+    {
+        use std::io::{BufRead, BufReader, Read};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut len = None;
+        let mut line = String::new();
+        let mut saw_multipart = false;
+        while len.is_none() || line != "\r\n" {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            saw_multipart |= line.contains("multipart/x-mixed-replace");
+            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                len = Some(v.trim().parse::<usize>().unwrap());
+            }
+        }
+        assert!(saw_multipart);
+        let mut jpeg = vec![0; len.unwrap()];
+        r.read_exact(&mut jpeg).unwrap();
+        let f = Frame::decode(&jpeg).unwrap();
+        let src = Frame::load(photo()).unwrap();
+        assert_eq!((f.width(), f.height()), (src.width(), src.height()));
+    }
+    // The status page, rendered by Chromium: its script fills in verdicts.
+    let dom = chromium_dump(
+        &chromium,
+        &format!("http://127.0.0.1:{port}/"),
+        &dir.join("profile"),
+        &["--dump-dom"],
+    );
+    assert!(
+        dom.contains("<tr class=\"track\">"),
+        "no track rows in the DOM:\n{dom}"
+    );
+    assert!(dom.contains("fps processed"), "{dom}");
+    assert!(
+        dom.contains("id=\"verdict\" class=\"fake\"")
+            || dom.contains("id=\"verdict\" class=\"real\""),
+        "{dom}"
+    );
+    let shot = dir.join("status.png");
+    chromium_dump(
+        &chromium,
+        &format!("http://127.0.0.1:{port}/"),
+        &dir.join("profile2"),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900",
+        ],
+    );
+    if let Ok(img) = Frame::load(&shot) {
+        eprintln!(
+            "status page screenshot: {} ({}x{})",
+            shot.display(),
+            img.width(),
+            img.height()
+        );
+    }
+    // SIGTERM ends the run cleanly with a summary.
+    unsafe {
+        libc::kill(app.id() as i32, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = app.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "SIGTERM did not stop the run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let o = app.wait_with_output().unwrap();
+    assert!(status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    let s = check_summary(&events);
+    assert_eq!(s["reason"], "signal");
+}
+
+#[test]
+fn shared_talking_head_is_paced_and_overlaid() {
+    let Some(shared) = shared() else { return };
+    let clip = shared.join("data/media/talking-heads/hdtf_WDA_KatieHill_000.mp4");
+    let dir = scratch("run-shared");
+    let out = dir.join("out.mp4");
+    let t = Instant::now();
+    let o = fakewatch()
+        .args(["run", "--source"])
+        .arg(&clip)
+        .arg("--sink")
+        .arg(format!("file:{}", out.display()))
+        .args(["--events", "-", "--max-frames", "50"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    let s = check_summary(&events);
+    assert_eq!(s["frames_in"], 50);
+    // Paced at 25 fps: 50 frames take about two seconds, not less.
+    assert!(t.elapsed() >= Duration::from_millis(1900));
+    assert!(s["frames_analyzed"].as_u64().unwrap() >= 1);
+    assert!(events.iter().any(|e| e["event"] == "track_appeared"));
+    let mut r = VideoReader::open(out.to_str().unwrap()).unwrap();
+    let mut orig = VideoReader::open(clip.to_str().unwrap()).unwrap();
+    let mut n = 0u64;
+    let mut boxes = 0u64;
+    while let Some(f) = r.next_frame().unwrap() {
+        n += 1;
+        let o = orig.next_frame().unwrap().unwrap();
+        boxes += u64::from(verdict_pixels_near(&f, 60) > verdict_pixels_near(&o, 60) + 500);
+    }
+    assert_eq!(n, s["frames_processed"].as_u64().unwrap());
+    assert!(
+        boxes > n / 2,
+        "{boxes} of {n} frames overlaid with a verdict box"
+    );
+}
