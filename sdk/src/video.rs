@@ -25,6 +25,7 @@ pub struct VideoReader {
     info: Option<VideoInfo>,
     first: Option<Frame>,
     done: bool,
+    stall: Duration,
 }
 
 impl std::fmt::Debug for VideoReader {
@@ -175,6 +176,7 @@ impl VideoReader {
             info: None,
             first: None,
             done: false,
+            stall: STALL_TIMEOUT,
         };
         match reader.pull()? {
             Some(f) => reader.first = Some(f),
@@ -192,6 +194,12 @@ impl VideoReader {
                 .map(|d| Duration::from_nanos(d.nseconds()));
         }
         Ok(reader)
+    }
+
+    /// How long [`Self::next_frame`] waits for a frame before failing with
+    /// "decoder stalled" (default [`STALL_TIMEOUT`]; live sources want less).
+    pub fn set_stall_timeout(&mut self, timeout: Duration) {
+        self.stall = timeout;
     }
 
     /// Stream properties (known once the first frame is decoded).
@@ -230,7 +238,7 @@ impl VideoReader {
                 self.done = true;
                 return Ok(None);
             }
-            if start.elapsed() > STALL_TIMEOUT {
+            if start.elapsed() > self.stall {
                 self.done = true;
                 return Err(Error::Video {
                     uri: self.uri.clone(),

@@ -593,3 +593,153 @@ fn shared_talking_head_is_paced_and_overlaid() {
         "{boxes} of {n} frames overlaid with a verdict box"
     );
 }
+
+/// An HTTP MJPEG camera made here: serves `jpeg` at 10 fps until stopped,
+/// then drops every connection (a camera that goes away).
+struct Camera {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Camera {
+    fn start(port: u16, jpeg: std::sync::Arc<Vec<u8>>) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut clients = vec![];
+            while !st.load(SeqCst) {
+                if let Ok((mut c, _)) = listener.accept() {
+                    let (st, jpeg) = (st.clone(), jpeg.clone());
+                    clients.push(std::thread::spawn(move || {
+                        use std::io::Read;
+                        c.set_nonblocking(false).unwrap();
+                        let mut req = [0u8; 2048];
+                        let _ = c.read(&mut req);
+                        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=cam\r\n\r\n");
+                        while !st.load(SeqCst) {
+                            let head = format!("--cam\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+                            if c.write_all(head.as_bytes()).and_then(|_| c.write_all(&jpeg)).and_then(|_| c.write_all(b"\r\n")).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                    }));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for c in clients {
+                let _ = c.join();
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_network_source_that_drops_is_reconnected_and_reported() {
+    let jpeg = std::sync::Arc::new(std::fs::read(photo()).unwrap());
+    let port = free_port();
+    let mut cam = Camera::start(port, jpeg.clone());
+    let dir = scratch("run-reconnect");
+    let events_file = dir.join("events.ndjson");
+    let mut app = fakewatch()
+        .args(["run", "--source"])
+        .arg(format!("http://127.0.0.1:{port}/stream.mjpg"))
+        .args(["--detect-every", "5", "--stats-interval", "0.2", "--events"])
+        .arg(&events_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || {
+        std::fs::read(&events_file)
+            .map(|b| ndjson(&b))
+            .unwrap_or_default()
+    };
+    let frames_in = |ev: &[Value]| {
+        ev.iter()
+            .filter(|e| e["event"] == "stats")
+            .filter_map(|e| e["frames_in"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| {
+        let t = Instant::now();
+        loop {
+            if ok(&read()) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "waited too long for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Frames flow; then the camera goes away for two seconds and returns.
+    wait_for("frames", &|ev| frames_in(ev) >= 5);
+    cam.stop();
+    wait_for("source_lost", &|ev| {
+        ev.iter().any(|e| e["event"] == "source_lost")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _cam = Camera::start(port, jpeg);
+    wait_for("source_restored", &|ev| {
+        ev.iter().any(|e| e["event"] == "source_restored")
+    });
+    let before = frames_in(&read());
+    wait_for("frames after the reconnection", &|ev| {
+        frames_in(ev) >= before + 5
+    });
+    unsafe {
+        libc::kill(app.id() as i32, libc::SIGTERM);
+    }
+    let status = app.wait().unwrap();
+    assert!(status.success());
+    let events = read();
+    let s = check_summary(&events);
+    assert_eq!(s["reason"], "signal");
+    let pos = |k: &str| events.iter().position(|e| e["event"] == k);
+    let (lost, restored) = (pos("source_lost").unwrap(), pos("source_restored").unwrap());
+    assert!(lost < restored);
+    assert_eq!(s["source_lost"], 1);
+    assert!(events[lost]["retry_in_ms"].as_u64().unwrap() > 0);
+    assert!(s["frames_in"].as_u64().unwrap() >= before + 5);
+}
+
+#[test]
+fn a_gstreamer_display_style_sink_takes_frames() {
+    let dir = scratch("run-gst-sink");
+    let clip = make_clip(&photo(), 6, &dir.join("clip.avi"));
+    let o = fakewatch()
+        .args(["run", "--source"])
+        .arg(&clip)
+        .args(["--no-pace", "--detect-every", "6", "--events", "-"])
+        .args(["--sink", "gst:fakesink sync=false"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    let s = check_summary(&events);
+    assert_eq!(s["frames_processed"], 6);
+    assert_eq!(s["errors"], 0);
+}

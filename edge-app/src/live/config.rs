@@ -214,6 +214,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/appliance.toml");
+        let c = load(&p).unwrap();
+        assert_eq!(c.sink, ["mjpeg:0.0.0.0:8080"]);
+        assert_eq!(c.detect_every, Some(2));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let p = write("b.toml", "source = \"x\"\ndetect_evrey = 3\n");
         let e = format!("{:#}", load(&p).unwrap_err());

@@ -22,6 +22,8 @@ use crate::inputs::is_image;
 
 /// Frame rate assumed for sources that state none (image directories, stdin).
 pub const DEFAULT_FPS: f64 = 10.0;
+/// A live source that sends nothing for this long is treated as lost.
+pub const LIVE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest wait between reconnection attempts of a live source.
 pub const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(500), Duration::from_secs(10));
@@ -443,9 +445,13 @@ fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
             )))
         }
         #[cfg(feature = "gst")]
-        SourceSpec::Uri(u) => Ok(Box::new(GstSource(
-            fakewatch_sdk::video::VideoReader::open(u)?,
-        ))),
+        SourceSpec::Uri(u) => {
+            let mut r = fakewatch_sdk::video::VideoReader::open(u)?;
+            if spec.reconnects() {
+                r.set_stall_timeout(LIVE_STALL_TIMEOUT);
+            }
+            Ok(Box::new(GstSource(r)))
+        }
         #[cfg(feature = "gst")]
         SourceSpec::Pipeline(p) => Ok(Box::new(GstSource(
             fakewatch_sdk::video::VideoReader::open_launch(p)?,
