@@ -13,9 +13,9 @@ pub fn root() -> PathBuf {
 /// A workspace binary (`target/<profile>/NAME`), built and up to date.
 ///
 /// Cargo only builds a package's binaries for that package's own integration
-/// tests, so the first call in a test process runs `cargo build --bins` for the
-/// binary crates with the same profile and target directory (a no-op when they
-/// are fresh). A stale binary would test old code; a missing one cannot run.
+/// tests, so the first call in a test process runs `cargo build` for the
+/// binary crates and the C library with the same profile and target directory
+/// (a no-op when they are fresh). A stale binary would test old code; a missing one cannot run.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
@@ -33,6 +33,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The target directory of the running test's profile (`target/<profile>`),
+/// with the workspace's binaries and C library built.
+pub fn profile_dir() -> PathBuf {
+    bin("fakewatch")
+        .parent()
+        .expect("profile directory")
+        .to_path_buf()
+}
+
 fn build_binaries(profile_dir: &Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
@@ -41,8 +50,15 @@ fn build_binaries(profile_dir: &Path) -> Result<(), String> {
     };
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let out = Command::new(cargo)
-        .args(["build", "--bins", "--profile", profile])
-        .args(["-p", "fakewatch-edge", "-p", "fakewatch-trainer"])
+        .args(["build", "--profile", profile])
+        .args([
+            "-p",
+            "fakewatch-edge",
+            "-p",
+            "fakewatch-trainer",
+            "-p",
+            "fakewatch-capi",
+        ])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(root())

@@ -1,0 +1,390 @@
+//! C ABI of the fakewatch SDK (`include/fakewatch.h`), for kiosk software
+//! and other C/C++ hosts.
+//!
+//! ```c
+//! FwDetector *d = fw_open("models/default");
+//! if (!d) { fprintf(stderr, "%s\n", fw_last_error()); return 1; }
+//! FwFace faces[16];
+//! int32_t n = fw_push_frame(d, pixels, len, width, height, stride, FW_PIXEL_FORMAT_RGB8, faces, 16);
+//! // n: faces in the frame, or -1 (then fw_last_error())
+//! FwVerdict v; fw_verdict(d, &v);
+//! fw_close(d);
+//! ```
+//!
+//! Rules: every function checks its pointers and sizes; errors return `NULL`
+//! or a negative value and leave a message for [`fw_last_error`] (per thread);
+//! no panic crosses the boundary (each entry point catches them and reports
+//! them as errors); the caller owns every buffer it passes in.
+
+#![allow(clippy::missing_safety_doc)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use fakewatch_sdk::backend::TractBackend;
+use fakewatch_sdk::bundle::Bundle;
+use fakewatch_sdk::detector::Session;
+use fakewatch_sdk::{DeepfakeDetector, FrameRef, Label, PixelFormat};
+
+/// Pixel layouts accepted by [`fw_push_frame`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FwPixelFormat {
+    /// Packed R, G, B.
+    Rgb8 = 0,
+    /// Packed B, G, R.
+    Bgr8 = 1,
+    /// Packed R, G, B, A.
+    Rgba8 = 2,
+    /// Packed B, G, R, A (or BGRx).
+    Bgra8 = 3,
+    /// 8-bit grey.
+    Gray8 = 4,
+    /// Packed YUYV 4:2:2.
+    Yuyv = 5,
+    /// NV12: Y plane then interleaved U/V at half resolution.
+    Nv12 = 6,
+    /// I420: Y, U, V planes, chroma at half resolution.
+    I420 = 7,
+}
+
+/// Verdict labels.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FwLabel {
+    /// Score below the bundle's threshold.
+    Real = 0,
+    /// Score at or above the threshold.
+    Fake = 1,
+    /// No face scored yet.
+    Unknown = 2,
+}
+
+/// One face of a frame.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FwFace {
+    /// Box left edge, pixels.
+    pub x1: f32,
+    /// Box top edge.
+    pub y1: f32,
+    /// Box right edge.
+    pub x2: f32,
+    /// Box bottom edge.
+    pub y2: f32,
+    /// Detector confidence.
+    pub detection_score: f32,
+    /// P(fake) of this face in this frame.
+    pub p_fake: f32,
+    /// Track id, or -1 when the face is not tracked.
+    pub track: i64,
+    /// Five landmarks: x0, y0, x1, y1, … (eyes, nose, mouth corners).
+    pub landmarks: [f32; 10],
+}
+
+/// The verdict of the frames pushed since open or reset.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FwVerdict {
+    /// Real, fake or unknown.
+    pub label: FwLabel,
+    /// P(fake) of the stream; NaN when no face was scored.
+    pub score: f32,
+    /// The decision threshold in use.
+    pub threshold: f32,
+    /// Tracks that contributed.
+    pub tracks: u32,
+    /// Frames pushed.
+    pub frames: u64,
+    /// Faces scored.
+    pub faces: u64,
+}
+
+/// An open bundle with its current stream (opaque).
+pub struct FwDetector {
+    // `session` borrows `*detector`; it is declared first so it drops first,
+    // and `Drop` frees the detector after it.
+    session: Option<Session<'static>>,
+    detector: *mut DeepfakeDetector,
+}
+
+impl Drop for FwDetector {
+    fn drop(&mut self) {
+        self.session = None;
+        if !self.detector.is_null() {
+            // SAFETY: `detector` came from `Box::into_raw` in `fw_open` and
+            // nothing borrows it any more (the session is gone).
+            drop(unsafe { Box::from_raw(self.detector) });
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: impl Into<String>) {
+    let s = msg.into().replace('\0', " ");
+    LAST_ERROR.with(|e| *e.borrow_mut() = CString::new(s).unwrap_or_default());
+}
+
+fn guard<T>(fail: T, f: impl FnOnce() -> Result<T, String>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => {
+            set_error("");
+            v
+        }
+        Ok(Err(e)) => {
+            set_error(e);
+            fail
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            set_error(format!("internal error (panic): {what}"));
+            fail
+        }
+    }
+}
+
+/// The message of the last failed call on this thread ("" after a success).
+/// Valid until the next fakewatch call on the same thread.
+#[no_mangle]
+pub extern "C" fn fw_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// The library version, e.g. "0.1.0" (static string).
+#[no_mangle]
+pub extern "C" fn fw_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Opens a bundle directory (sha256 of every file checked). Returns `NULL` on
+/// error (see [`fw_last_error`]). Free with [`fw_close`].
+#[no_mangle]
+pub unsafe extern "C" fn fw_open(bundle_dir: *const c_char) -> *mut FwDetector {
+    guard(std::ptr::null_mut(), || {
+        if bundle_dir.is_null() {
+            return Err("bundle_dir is NULL".into());
+        }
+        // SAFETY: the caller passes a NUL-terminated string.
+        let dir = unsafe { CStr::from_ptr(bundle_dir) }
+            .to_str()
+            .map_err(|_| "bundle_dir is not UTF-8".to_string())?;
+        let bundle = Bundle::load(dir).map_err(|e| e.to_string())?;
+        if bundle.manifest().classifier.is_none() {
+            return Err(format!("bundle {dir} has no classifier"));
+        }
+        let det =
+            DeepfakeDetector::from_bundle(&bundle, &TractBackend).map_err(|e| e.to_string())?;
+        let detector = Box::into_raw(Box::new(det));
+        // SAFETY: `detector` lives until `FwDetector` drops, after the session.
+        let session = unsafe { &*detector }.live_session();
+        Ok(Box::into_raw(Box::new(FwDetector {
+            session: Some(session),
+            detector,
+        })))
+    })
+}
+
+/// Closes a detector (`NULL` is ignored).
+#[no_mangle]
+pub unsafe extern "C" fn fw_close(detector: *mut FwDetector) {
+    guard((), || {
+        if !detector.is_null() {
+            // SAFETY: `detector` came from `fw_open` and is not used again.
+            drop(unsafe { Box::from_raw(detector) });
+        }
+        Ok(())
+    })
+}
+
+/// Starts a new stream: forgets tracks and scores.
+#[no_mangle]
+pub unsafe extern "C" fn fw_reset(detector: *mut FwDetector) -> i32 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_open`.
+        let d = unsafe { detector.as_mut() }.ok_or("detector is NULL")?;
+        d.session = None;
+        // SAFETY: as in `fw_open`.
+        d.session = Some(unsafe { &*d.detector }.live_session());
+        Ok(0)
+    })
+}
+
+/// The SDK format of a raw `FwPixelFormat` value from C (checked: an
+/// out-of-range value is an error, never undefined behaviour).
+fn pixel_format(raw: u32) -> Result<PixelFormat, String> {
+    Ok(match raw {
+        x if x == FwPixelFormat::Rgb8 as u32 => PixelFormat::Rgb8,
+        x if x == FwPixelFormat::Bgr8 as u32 => PixelFormat::Bgr8,
+        x if x == FwPixelFormat::Rgba8 as u32 => PixelFormat::Rgba8,
+        x if x == FwPixelFormat::Bgra8 as u32 => PixelFormat::Bgra8,
+        x if x == FwPixelFormat::Gray8 as u32 => PixelFormat::Gray8,
+        x if x == FwPixelFormat::Yuyv as u32 => PixelFormat::Yuyv,
+        x if x == FwPixelFormat::Nv12 as u32 => PixelFormat::Nv12,
+        x if x == FwPixelFormat::I420 as u32 => PixelFormat::I420,
+        other => return Err(format!("unknown pixel format {other}")),
+    })
+}
+
+/// Detects, tracks and scores the faces of one frame. `format` is an
+/// `FwPixelFormat` value. `data` holds `len`
+/// bytes: `height` rows of `stride` bytes (planar formats: the planes follow
+/// each other with the same stride). Writes up to `faces_cap` faces to
+/// `faces` (which may be `NULL` when `faces_cap` is 0) and returns how many
+/// faces the frame has (possibly more than written), or -1 on error.
+#[no_mangle]
+pub unsafe extern "C" fn fw_push_frame(
+    detector: *mut FwDetector,
+    data: *const u8,
+    len: usize,
+    width: u32,
+    height: u32,
+    stride: usize,
+    format: u32,
+    faces: *mut FwFace,
+    faces_cap: usize,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_open`.
+        let d = unsafe { detector.as_mut() }.ok_or("detector is NULL")?;
+        if data.is_null() {
+            return Err("data is NULL".into());
+        }
+        if faces.is_null() && faces_cap > 0 {
+            return Err("faces is NULL but faces_cap > 0".into());
+        }
+        let format = pixel_format(format)?;
+        // SAFETY: the caller promises `len` readable bytes at `data`.
+        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+        let frame = FrameRef::new(bytes, width, height, stride, format)
+            .map_err(|e| e.to_string())?
+            .to_rgb();
+        let session = d.session.as_mut().ok_or("detector has no session")?;
+        let scored = session.process(&frame).map_err(|e| e.to_string())?;
+        let out: &mut [FwFace] = if faces_cap == 0 {
+            &mut []
+        } else {
+            // SAFETY: the caller owns `faces_cap` writable `FwFace`s at `faces`.
+            unsafe { std::slice::from_raw_parts_mut(faces, faces_cap) }
+        };
+        for (o, s) in out.iter_mut().zip(&scored) {
+            let det = &s.face.detection;
+            let mut lm = [0f32; 10];
+            for (i, p) in det.landmarks.0.iter().enumerate() {
+                lm[2 * i] = p.x;
+                lm[2 * i + 1] = p.y;
+            }
+            *o = FwFace {
+                x1: det.bbox.x1,
+                y1: det.bbox.y1,
+                x2: det.bbox.x2,
+                y2: det.bbox.y2,
+                detection_score: det.score,
+                p_fake: s.p_fake,
+                track: s.track.map_or(-1, i64::from),
+                landmarks: lm,
+            };
+        }
+        i32::try_from(scored.len()).map_err(|_| "too many faces".to_string())
+    })
+}
+
+/// Writes the current verdict to `out`. Returns 0, or -1 on error.
+#[no_mangle]
+pub unsafe extern "C" fn fw_verdict(detector: *const FwDetector, out: *mut FwVerdict) -> i32 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_open`.
+        let d = unsafe { detector.as_ref() }.ok_or("detector is NULL")?;
+        // SAFETY: NULL or a caller-owned `FwVerdict`.
+        let out = unsafe { out.as_mut() }.ok_or("out is NULL")?;
+        let s = d.session.as_ref().ok_or("detector has no session")?;
+        let v = s.verdict();
+        // SAFETY: the detector outlives this call.
+        let threshold = unsafe { &*d.detector }.decision().threshold;
+        *out = FwVerdict {
+            label: match v.label {
+                Label::Real => FwLabel::Real,
+                Label::Fake => FwLabel::Fake,
+                Label::Unknown => FwLabel::Unknown,
+            },
+            score: v.score.unwrap_or(f32::NAN),
+            threshold,
+            tracks: v.tracks.len() as u32,
+            frames: s.frames() as u64,
+            faces: s.faces() as u64,
+        };
+        Ok(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err() -> String {
+        // SAFETY: fw_last_error returns a valid C string.
+        unsafe { CStr::from_ptr(fw_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn bad_arguments_are_errors_not_crashes() {
+        unsafe {
+            assert!(fw_open(std::ptr::null()).is_null());
+            assert!(err().contains("NULL"));
+            let missing = CString::new("/nonexistent/bundle").unwrap();
+            assert!(fw_open(missing.as_ptr()).is_null());
+            assert!(!err().is_empty());
+            let mut v = std::mem::zeroed::<FwVerdict>();
+            assert_eq!(fw_verdict(std::ptr::null(), &mut v), -1);
+            assert_eq!(
+                fw_push_frame(
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    0,
+                    1,
+                    1,
+                    3,
+                    FwPixelFormat::Rgb8 as u32,
+                    std::ptr::null_mut(),
+                    0
+                ),
+                -1
+            );
+            fw_close(std::ptr::null_mut());
+            assert_eq!(err(), "");
+            let v = CStr::from_ptr(fw_version()).to_str().unwrap();
+            assert_eq!(v, env!("CARGO_PKG_VERSION"));
+        }
+    }
+
+    #[test]
+    fn header_is_current() {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let cfg = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).unwrap();
+        let mut fresh = Vec::new();
+        cbindgen::Builder::new()
+            .with_crate(dir)
+            .with_config(cfg)
+            .generate()
+            .unwrap()
+            .write(&mut fresh);
+        let path = format!("{dir}/include/fakewatch.h");
+        let committed = std::fs::read(&path).unwrap_or_default();
+        if committed != fresh {
+            if std::env::var_os("FAKEWATCH_BLESS").is_some() {
+                std::fs::write(&path, &fresh).unwrap();
+            } else {
+                panic!("{path} is stale: rerun with FAKEWATCH_BLESS=1");
+            }
+        }
+    }
+}
