@@ -169,7 +169,17 @@ fn scan_video(input: &str, n: usize, session: &mut Session<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Without GStreamer, Motion-JPEG AVI is read in pure Rust.
 #[cfg(not(feature = "gst"))]
-fn scan_video(input: &str, _n: usize, _session: &mut Session<'_>) -> Result<()> {
-    anyhow::bail!("{input}: video input needs the `gst` feature (this build has no GStreamer)")
+fn scan_video(input: &str, n: usize, session: &mut Session<'_>) -> Result<()> {
+    use fakewatch_sdk::sampling::Sampling;
+    if !input.to_ascii_lowercase().ends_with(".avi") {
+        anyhow::bail!(
+            "{input}: this build has no GStreamer (feature `gst`); it reads Motion-JPEG .avi only"
+        );
+    }
+    let avi = fakewatch_sdk::avi::MjpegAvi::open(input)?;
+    avi.for_each_sampled(Sampling::Even(n), |_, f| session.process(&f).map(drop))?;
+    anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
+    Ok(())
 }

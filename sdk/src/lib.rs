@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod align;
+pub mod avi;
 pub mod backend;
 pub mod bundle;
 pub mod detector;

@@ -23,6 +23,7 @@ use crate::inputs::is_image;
 /// Frame rate assumed for sources that state none (image directories, stdin).
 pub const DEFAULT_FPS: f64 = 10.0;
 /// A live source that sends nothing for this long is treated as lost.
+#[cfg(feature = "gst")]
 pub const LIVE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest wait between reconnection attempts of a live source.
 pub const RECONNECT_BACKOFF: (Duration, Duration) =
@@ -162,7 +163,11 @@ impl SourceSpec {
         if !p.exists() {
             bail!("source {s:?}: no such file or directory");
         }
-        Ok(Self::Uri(fakewatch_sdk::video::to_uri(s)?))
+        #[cfg(feature = "gst")]
+        let uri = fakewatch_sdk::video::to_uri(s)?;
+        #[cfg(not(feature = "gst"))]
+        let uri = format!("file://{}", std::fs::canonicalize(p)?.display());
+        Ok(Self::Uri(uri))
     }
 
     /// Whether it is a recording (paced, ends) rather than a live feed.
