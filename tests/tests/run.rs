@@ -743,3 +743,28 @@ fn a_gstreamer_display_style_sink_takes_frames() {
     assert_eq!(s["frames_processed"], 6);
     assert_eq!(s["errors"], 0);
 }
+
+#[test]
+fn an_image_directory_is_a_source() {
+    let dir = scratch("run-dir");
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let photo = Frame::load(photo()).unwrap();
+    photo.save(imgs.join("a.png")).unwrap();
+    photo.flip_horizontal().save(imgs.join("b.jpg")).unwrap();
+    std::fs::write(imgs.join("c.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(imgs.join("notes.txt"), b"ignored").unwrap();
+    let o = fakewatch()
+        .args(["run", "--source"])
+        .arg(format!("dir:{}", imgs.display()))
+        .args(["--no-pace", "--events", "-"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    let s = check_summary(&events);
+    // Two images; the broken one is skipped with a warning, the text file ignored.
+    assert_eq!(s["frames_in"], 2);
+    assert_eq!(s["frames_analyzed"], 2);
+    assert_eq!(s["tracks_seen"], 6, "the mirrored faces continue the same tracks");
+}
