@@ -766,5 +766,8 @@ fn an_image_directory_is_a_source() {
     // Two images; the broken one is skipped with a warning, the text file ignored.
     assert_eq!(s["frames_in"], 2);
     assert_eq!(s["frames_analyzed"], 2);
-    assert_eq!(s["tracks_seen"], 6, "the mirrored faces continue the same tracks");
+    assert_eq!(
+        s["tracks_seen"], 6,
+        "the mirrored faces continue the same tracks"
+    );
 }
