@@ -228,6 +228,10 @@ impl Broker {
         let conf = dir.join("mosquitto.conf");
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
+        // Started as root, mosquitto drops to its own user: let it save the
+        // persistent sessions there.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::write(
             &conf,
             format!(
