@@ -10,6 +10,8 @@
 //! newest frame it can get (in real time) or on every k-th frame in order
 //! (`--no-pace`, deterministic).
 
+#[cfg(feature = "nokhwa")]
+pub mod camera;
 pub mod config;
 pub mod events;
 pub mod http;
@@ -42,6 +44,8 @@ use crate::overlay::{draw_live, Banner, FaceMark};
 
 /// Most tracks drawn and reported per frame (the tracker's own bound).
 pub const MAX_TRACKS: usize = 64;
+/// How often the HTTP status is refreshed (not on every frame).
+const STATUS_PERIOD: Duration = Duration::from_millis(100);
 /// How far (seconds) a box is carried along its motion after its last
 /// detection.
 const MAX_EXTRAPOLATION: f32 = 0.5;
@@ -476,10 +480,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             (None, Some(handle))
         };
         let mut out = Outcome::default();
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut sinks: Option<Vec<Box<dyn Sink>>> = None;
         let mut in_rate = Rate::default();
         let mut out_rate = Rate::default();
         let mut last_stats = Instant::now();
+        let mut last_status: Option<Instant> = None;
         let mut last_jpeg: Option<Instant> = None;
         let mut first_frame: Option<Instant> = None;
         let mut last_in = 0u64;
@@ -508,14 +513,29 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             last_in = fin;
             let t0 = *first_frame.get_or_insert(now);
-            if sinks.is_empty() && !sink_specs.is_empty() {
-                let fps = cstats.source_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0;
-                for s in &sink_specs {
-                    if !matches!(s, SinkSpec::Mjpeg(_)) {
-                        sinks.push(sinks::open(s, if fps > 0.0 { fps } else { 25.0 })?);
+            // Sinks open at the first frame, when the source's rate is known.
+            let sinks = match &mut sinks {
+                Some(s) => s,
+                None => {
+                    let fps = cstats.source_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0;
+                    let fps = if fps > 0.0 { fps } else { 25.0 };
+                    let opened = sink_specs
+                        .iter()
+                        .filter(|s| !matches!(s, SinkSpec::Mjpeg(_)))
+                        .map(|s| sinks::open(s, fps))
+                        .collect::<Result<Vec<_>>>();
+                    match opened {
+                        Ok(v) => sinks.insert(v),
+                        Err(e) => {
+                            // Stop the other threads, or the scope never ends.
+                            stop.store(true, Ordering::SeqCst);
+                            queue.close();
+                            slot.close();
+                            return Err(e);
+                        }
                     }
                 }
-            }
+            };
             if out.frames_processed % u64::from(detect_every) == 0 {
                 match sync_analyzer.as_mut() {
                     Some(an) => an.analyze(&c, &state, &hub),
@@ -536,11 +556,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             let (marks, banner) = overlay_input(&state, c.at, &in_rate, &out_rate);
             draw_live(&mut frame, &marks, &banner);
             out.overlay_ms += t_draw.elapsed().as_secs_f64() * 1000.0;
+            // Unpaced: frame n at n / fps (monotonic across --loop); live:
+            // the capture clock.
             let pts = if sync_analysis {
                 let fps = cstats.source_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0;
-                frame.timestamp.unwrap_or_else(|| {
-                    Duration::from_secs_f64(out.frames_processed as f64 / fps.max(1.0))
-                })
+                Duration::from_secs_f64(out.frames_processed as f64 / fps.max(1.0))
             } else {
                 c.at.saturating_duration_since(t0)
             };
@@ -570,9 +590,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             out_rate.tick(Instant::now());
             out.last_frame = Some(Instant::now());
             if let Some(h) = &http_state {
-                h.set_status(status(
-                    &source, &state, &out, &queue, &cstats, &in_rate, &out_rate, &hub, false,
-                ));
+                if last_status.is_none_or(|t| t.elapsed() >= STATUS_PERIOD) {
+                    last_status = Some(Instant::now());
+                    h.set_status(status(
+                        &source, &state, &out, &queue, &cstats, &in_rate, &out_rate, &hub, false,
+                    ));
+                }
             }
             if stats_interval > 0.0 && last_stats.elapsed().as_secs_f64() >= stats_interval {
                 last_stats = Instant::now();
@@ -597,7 +620,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             let _ = w.join();
         }
         let _ = cap.join();
-        for s in sinks.iter_mut() {
+        for s in sinks.iter_mut().flatten() {
             if let Err(e) = s.finish() {
                 out.sink_errors += 1;
                 hub.emit(

@@ -191,14 +191,23 @@ impl Spool {
     fn push(&mut self, payload: Vec<u8>, stats: &MqttStats) -> Result<()> {
         let need = payload.len() as u64 + 1;
         if self.end + need > self.max_bytes {
-            self.compact()?;
-            while !self.pending.is_empty() && self.pending_bytes() + need > self.max_bytes {
-                self.pending.pop_front();
-                self.front_dropped += 1;
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                log::warn!("mqtt: spool full, dropped the oldest undelivered event");
-                self.compact()?;
+            if self.pending_bytes() + need > self.max_bytes {
+                // Full of undelivered events: drop the oldest down to 3/4 of
+                // the bound, so that the rewrite below happens rarely.
+                let target = self.max_bytes - self.max_bytes / 4;
+                let mut dropped = 0u64;
+                while self.pending_bytes() + need > target {
+                    let Some((end, _)) = self.pending.pop_front() else {
+                        break;
+                    };
+                    self.base = end;
+                    dropped += 1;
+                }
+                self.front_dropped += dropped;
+                stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+                log::warn!("mqtt: spool full; dropped the {dropped} oldest undelivered event(s)");
             }
+            self.compact()?;
         }
         let res = self
             .file

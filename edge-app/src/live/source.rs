@@ -95,6 +95,13 @@ pub enum SourceSpec {
         /// Requested fourcc (`MJPG`, `YUYV`, `NV12`).
         fourcc: Option<String>,
     },
+    /// `camera:N`: through `nokhwa` with that feature, else `/dev/videoN`.
+    Camera {
+        /// Camera index.
+        index: u32,
+        /// Requested size.
+        size: Option<Size>,
+    },
     /// A GStreamer URI (`file://`, `rtsp://`, `srt://`, `udp://`, …).
     Uri(String),
     /// A GStreamer pipeline ending in raw video.
@@ -121,12 +128,7 @@ impl SourceSpec {
             let n: u32 = n
                 .parse()
                 .with_context(|| format!("{s:?}: expected camera:N"))?;
-            return Ok(Self::V4l2 {
-                device: format!("/dev/video{n}").into(),
-                size,
-                fps: None,
-                fourcc: None,
-            });
+            return Ok(Self::Camera { index: n, size });
         }
         if let Some(rest) = s
             .strip_prefix("v4l2://")
@@ -181,7 +183,7 @@ impl SourceSpec {
 
     /// Whether a drop should be retried (network streams, devices).
     pub fn reconnects(&self) -> bool {
-        matches!(self, Self::Uri(_) | Self::V4l2 { .. }) && !self.is_file()
+        matches!(self, Self::Uri(_) | Self::V4l2 { .. } | Self::Camera { .. }) && !self.is_file()
     }
 }
 
@@ -412,6 +414,17 @@ impl FrameSource for GstSource {
 
 fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
     match spec {
+        #[cfg(feature = "nokhwa")]
+        SourceSpec::Camera { index, size } => Ok(Box::new(super::camera::NokhwaSource::open(
+            *index, *size, None,
+        )?)),
+        #[cfg(not(feature = "nokhwa"))]
+        SourceSpec::Camera { index, size } => open(&SourceSpec::V4l2 {
+            device: format!("/dev/video{index}").into(),
+            size: *size,
+            fps: None,
+            fourcc: None,
+        }),
         SourceSpec::Stdin { size, format } => Ok(Box::new(StdinSource::new(*size, *format)?)),
         SourceSpec::Images(p) => Ok(Box::new(ImageSource::open(p)?)),
         #[cfg(feature = "v4l")]
@@ -538,8 +551,8 @@ pub fn capture(
                             std::thread::sleep(due - now);
                         }
                     }
-                    k = k.saturating_add(1);
                     frame.timestamp = Some(period * k);
+                    k = k.saturating_add(1);
                     stats.frames_in.fetch_add(1, Ordering::Relaxed);
                     let ok = queue.push(Captured {
                         frame,
@@ -694,6 +707,14 @@ mod tests {
             SourceSpec::parse("gst:videotestsrc", None, None),
             Ok(SourceSpec::Pipeline(_))
         ));
+        assert_eq!(
+            SourceSpec::parse("camera:1", None, None).unwrap(),
+            SourceSpec::Camera {
+                index: 1,
+                size: None
+            }
+        );
+        assert!(SourceSpec::parse("camera:x", None, None).is_err());
         assert!("0x5".parse::<Size>().is_err());
         assert!("rgba".parse::<RawFormat>().is_err());
     }
