@@ -309,6 +309,14 @@ impl Frame {
         let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| err(e.to_string()))?;
+        // The JPEG decoder fills a truncated file with grey and says nothing:
+        // a JPEG without its end-of-image marker is refused instead of being
+        // scored on a partial picture.
+        if reader.format() == Some(image::ImageFormat::Jpeg)
+            && !bytes.windows(2).any(|w| w == [0xFF, 0xD9])
+        {
+            return Err(err("truncated JPEG (no end-of-image marker)".into()));
+        }
         let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
         check_dims(w, h)?;
         let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
