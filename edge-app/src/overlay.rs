@@ -156,6 +156,8 @@ pub struct Banner {
     pub score: Option<f32>,
     /// Figures line (fps, latency).
     pub figures: String,
+    /// No analysis has finished yet (the verdict is not "no face" but "not yet").
+    pub pending: bool,
 }
 
 /// Draws boxes coloured by verdict with track id and score, a verdict banner
@@ -184,6 +186,7 @@ pub fn draw_live(frame: &mut Frame, faces: &[FaceMark], banner: &Banner) {
     }
     let verdict = match banner.score {
         Some(s) => format!("{} {s:.2}", banner.label.as_str().to_uppercase()),
+        None if banner.pending => "ANALYSING".to_string(),
         None => "NO FACE".to_string(),
     };
     let (_, bh) = draw_text(
@@ -228,6 +231,7 @@ mod tests {
             label: Label::Fake,
             score: Some(0.97),
             figures: "25.0 fps".into(),
+            pending: false,
         };
         draw_live(&mut f, &faces, &banner);
         // Box edge in the fake colour, inside untouched.

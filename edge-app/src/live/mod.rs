@@ -693,6 +693,7 @@ fn overlay_input(
                 label: Label::Unknown,
                 score: None,
                 figures: String::new(),
+                pending: false,
             },
         );
     };
@@ -725,6 +726,7 @@ fn overlay_input(
             s.last_latency.as_secs_f64() * 1000.0,
             s.tracks.len()
         ),
+        pending: s.analyzed == 0,
     };
     (marks, banner)
 }
