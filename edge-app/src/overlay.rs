@@ -14,21 +14,26 @@ pub fn stroke_for(frame: &Frame) -> u32 {
     (frame.width().max(frame.height()) / 400).max(2)
 }
 
+/// Outlines `b`; returns its top-left corner and height in whole pixels.
+fn draw_box(canvas: &mut Canvas<'_>, b: BBox, color: Rgb888, stroke: u32) -> (i32, i32, u32) {
+    let (x, y) = (b.x1.round() as i32, b.y1.round() as i32);
+    let (w, h) = (
+        b.width().max(1.0).round() as u32,
+        b.height().max(1.0).round() as u32,
+    );
+    let _ = Rectangle::new(Point::new(x, y), Size::new(w, h))
+        .into_styled(PrimitiveStyle::with_stroke(color, stroke))
+        .draw(canvas);
+    (x, y, h)
+}
+
 /// Draws boxes, landmarks and scores of `dets`.
 pub fn draw_detections(frame: &mut Frame, dets: &[Detection], color: Rgb888) {
     let stroke = stroke_for(frame);
     let mut canvas = Canvas(frame);
     let text = MonoTextStyle::new(&FONT_10X20, color);
     for d in dets {
-        let b = d.bbox;
-        let (x, y) = (b.x1.round() as i32, b.y1.round() as i32);
-        let (w, h) = (
-            b.width().max(1.0).round() as u32,
-            b.height().max(1.0).round() as u32,
-        );
-        let _ = Rectangle::new(Point::new(x, y), Size::new(w, h))
-            .into_styled(PrimitiveStyle::with_stroke(color, stroke))
-            .draw(&mut canvas);
+        let (x, y, _) = draw_box(&mut canvas, d.bbox, color, stroke);
         for p in d.landmarks.0 {
             let r = (stroke * 2).max(3);
             let _ = Circle::with_center(Point::new(p.x.round() as i32, p.y.round() as i32), r)
@@ -168,15 +173,7 @@ pub fn draw_live(frame: &mut Frame, faces: &[FaceMark], banner: &Banner) {
     let black = Rgb888::new(0, 0, 0);
     for f in faces {
         let color = label_color(f.label);
-        let b = f.bbox;
-        let (x, y) = (b.x1.round() as i32, b.y1.round() as i32);
-        let (w, h) = (
-            b.width().max(1.0).round() as u32,
-            b.height().max(1.0).round() as u32,
-        );
-        let _ = Rectangle::new(Point::new(x, y), Size::new(w, h))
-            .into_styled(PrimitiveStyle::with_stroke(color, stroke))
-            .draw(&mut Canvas(frame));
+        let (x, y, h) = draw_box(&mut Canvas(frame), f.bbox, color, stroke);
         let id = f.track.map_or("-".to_string(), |t| t.to_string());
         let score = f.score.map_or("-".to_string(), |s| format!("{s:.2}"));
         let text = format!("#{id} {} {score}", f.label.as_str());
