@@ -78,8 +78,6 @@ pub struct MqttStats {
     pub published: AtomicU64,
     /// Events dropped because the spool was full.
     pub dropped: AtomicU64,
-    /// Successful connections.
-    pub connects: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -430,7 +428,6 @@ fn session(target: &MqttTarget, shared: &Shared, stop: &AtomicBool, id: &str) ->
         match conn.recv_timeout(Duration::from_millis(50)) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 connected = true;
-                shared.stats.connects.fetch_add(1, Ordering::Relaxed);
                 log::info!("mqtt: connected to {}:{}", target.host, target.port);
             }
             Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {

@@ -214,8 +214,6 @@ pub struct FrameQueue {
     block: bool,
     /// Frames dropped because the consumer was behind.
     pub dropped: AtomicU64,
-    /// Frames offered.
-    pub pushed: AtomicU64,
 }
 
 impl FrameQueue {
@@ -227,7 +225,6 @@ impl FrameQueue {
             capacity: capacity.max(1),
             block,
             dropped: AtomicU64::new(0),
-            pushed: AtomicU64::new(0),
         }
     }
 
@@ -250,7 +247,6 @@ impl FrameQueue {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         s.frames.push_back(c);
-        self.pushed.fetch_add(1, Ordering::Relaxed);
         drop(s);
         self.cond.notify_all();
         true
