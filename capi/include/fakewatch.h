@@ -90,7 +90,9 @@ const char *fw_last_error(void);
 const char *fw_version(void);
 
 // Opens a bundle directory (sha256 of every file checked). Returns `NULL` on
-// error (see [`fw_last_error`]). Free with [`fw_close`].
+// error (see [`fw_last_error`]). Free with [`fw_close`]. Each pushed frame's
+// detection and embedding are spread over every core this process may use
+// (short-lived threads inside [`fw_push_frame`]).
 struct FwDetector *fw_open(const char *bundle_dir);
 
 // Closes a detector (`NULL` is ignored).

@@ -165,7 +165,9 @@ pub extern "C" fn fw_version() -> *const c_char {
 }
 
 /// Opens a bundle directory (sha256 of every file checked). Returns `NULL` on
-/// error (see [`fw_last_error`]). Free with [`fw_close`].
+/// error (see [`fw_last_error`]). Free with [`fw_close`]. Each pushed frame's
+/// detection and embedding are spread over every core this process may use
+/// (short-lived threads inside [`fw_push_frame`]).
 #[no_mangle]
 pub unsafe extern "C" fn fw_open(bundle_dir: *const c_char) -> *mut FwDetector {
     guard(std::ptr::null_mut(), || {
@@ -180,8 +182,10 @@ pub unsafe extern "C" fn fw_open(bundle_dir: *const c_char) -> *mut FwDetector {
         if bundle.manifest().classifier.is_none() {
             return Err(format!("bundle {dir} has no classifier"));
         }
-        let det =
+        let mut det =
             DeepfakeDetector::from_bundle(&bundle, &TractBackend).map_err(|e| e.to_string())?;
+        det.perception_mut()
+            .set_threads(fakewatch_sdk::parallel::available_threads());
         let detector = Box::into_raw(Box::new(det));
         // SAFETY: `detector` lives until `FwDetector` drops, after the session.
         let session = unsafe { &*detector }.live_session();

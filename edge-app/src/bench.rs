@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// PNet planning to measure.
     #[arg(long, value_enum, default_value_t = PnetPlans::Both)]
     pnet_plans: PnetPlans,
+    /// Threads per frame (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -88,7 +91,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         PnetPlans::Both => vec![per_shape, symbolic],
     };
     for (name, policy) in policies {
-        let p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
+        let mut p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
+        p.set_threads(
+            a.threads
+                .unwrap_or_else(fakewatch_sdk::parallel::available_threads),
+        );
         let (faces, _) = p.analyze_timed(&frame)?; // warm-up: builds per-shape plans
         let mut t: Vec<PerceptionTimings> = Vec::with_capacity(a.runs);
         let mut totals = Vec::with_capacity(a.runs);
@@ -100,6 +107,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         let pyramid = median(t.iter().map(|x| x.detect.pyramid).collect());
         let pnet = median(t.iter().map(|x| x.detect.pnet).collect());
+        let stage1 = median(t.iter().map(|x| x.detect.stage1_wall).collect());
         let rnet = median(t.iter().map(|x| x.detect.rnet).collect());
         let onet = median(t.iter().map(|x| x.detect.onet).collect());
         let embed = median(t.iter().map(|x| x.embed).collect());
@@ -129,6 +137,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             for (stage, ms) in [
                 ("pyramid", pyramid),
                 ("pnet", pnet),
+                ("stage1", stage1),
                 ("rnet", rnet),
                 ("onet", onet),
                 ("embedding", embed),

@@ -33,6 +33,9 @@ pub struct FacesArgs {
     /// Write the picture with boxes and landmarks (videos: one file per frame, `_NNNNN` appended).
     #[arg(long, value_name = "OUT.png")]
     draw: Option<PathBuf>,
+    /// Threads per frame (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Smallest face side in pixels (default: the bundle's).
     #[arg(long)]
     min_face: Option<f32>,
@@ -45,6 +48,11 @@ pub fn run(a: FacesArgs) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = Bundle::load(&dir).with_context(|| format!("loading bundle {}", dir.display()))?;
     let mut perception = Perception::from_bundle(&bundle, &TractBackend)?;
+    let threads = a
+        .threads
+        .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
+    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    perception.set_threads(threads);
     let mut cfg = *perception.detector().config();
     if let Some(m) = a.min_face {
         cfg.min_face = m;

@@ -28,6 +28,9 @@ pub struct ScanArgs {
     /// One JSON object per input.
     #[arg(long)]
     json: bool,
+    /// Threads per frame (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// P(fake) threshold (default: the bundle's, chosen on validation data).
     #[arg(long)]
     threshold: Option<f32>,
@@ -74,6 +77,11 @@ pub fn run(a: ScanArgs) -> Result<()> {
     let bundle = Bundle::load(&dir).with_context(|| format!("loading bundle {}", dir.display()))?;
     let mut detector = DeepfakeDetector::from_bundle(&bundle, &TractBackend)
         .with_context(|| format!("bundle {}", dir.display()))?;
+    let threads = a
+        .threads
+        .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
+    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    detector.perception_mut().set_threads(threads);
     let mut decision = *detector.decision();
     if let Some(t) = a.threshold {
         anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold must be in [0, 1]");

@@ -95,6 +95,7 @@ pub struct Embedder {
     config: BackboneConfig,
     aligner: Aligner,
     max_batch: usize,
+    threads: usize,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -131,13 +132,25 @@ impl Embedder {
                 return Err(Error::config("backbone center length differs from dim"));
             }
         }
-        let model = backend.load(path, ShapePolicy::Symbolic)?;
+        let model = backend.load(path, ShapePolicy::FixedBatch(1))?;
         Ok(Self {
             model,
             config,
             aligner,
             max_batch: DEFAULT_EMBED_BATCH,
+            threads: 1,
         })
+    }
+
+    /// Spreads the faces of one call over `threads` threads (1 = the calling
+    /// thread only; clamped to 1..=[`crate::parallel::MAX_THREADS`]).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.clamp(1, crate::parallel::MAX_THREADS);
+    }
+
+    /// The batch actually sent to the backbone.
+    fn batch(&self) -> usize {
+        self.max_batch.min(self.model.preferred_batch()).max(1)
     }
 
     /// The backbone description.
@@ -154,15 +167,20 @@ impl Embedder {
     pub fn embed_detections(&self, frame: &Frame, dets: &[Detection]) -> Result<Vec<Embedding>> {
         let item = self.aligner.item_len();
         let norm = self.config.normalize();
-        let mut out = Vec::with_capacity(dets.len());
-        for chunk in dets.chunks(self.max_batch) {
-            let mut data = vec![0f32; chunk.len() * item];
-            for (d, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
-                self.aligner.align_into(frame, d, norm, buf)?;
-            }
-            out.extend(self.run(chunk.len(), data)?);
-        }
-        Ok(out)
+        let chunks: Vec<&[Detection]> = dets.chunks(self.batch()).collect();
+        let parts = crate::parallel::map(
+            &chunks,
+            self.threads,
+            |c| c.len() as f64,
+            |chunk| {
+                let mut data = vec![0f32; chunk.len() * item];
+                for (d, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
+                    self.aligner.align_into(frame, d, norm, buf)?;
+                }
+                self.run(chunk.len(), data)
+            },
+        )?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// Embeds whole images that already are aligned faces (resized to the input size).
@@ -170,24 +188,29 @@ impl Embedder {
         let [_, h, w] = self.config.input;
         let item = 3 * h * w;
         let norm = self.config.normalize();
-        let mut out = Vec::with_capacity(crops.len());
-        for chunk in crops.chunks(self.max_batch) {
-            let mut data = vec![0f32; chunk.len() * item];
-            for (f, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
-                if !crate::resample::resize_area_chw(
-                    f,
-                    crate::resample::Rect::full(f),
-                    w,
-                    h,
-                    norm,
-                    buf,
-                ) {
-                    return Err(Error::frame("crop cannot be resized"));
+        let chunks: Vec<&[Frame]> = crops.chunks(self.batch()).collect();
+        let parts = crate::parallel::map(
+            &chunks,
+            self.threads,
+            |c| c.len() as f64,
+            |chunk| {
+                let mut data = vec![0f32; chunk.len() * item];
+                for (f, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
+                    if !crate::resample::resize_area_chw(
+                        f,
+                        crate::resample::Rect::full(f),
+                        w,
+                        h,
+                        norm,
+                        buf,
+                    ) {
+                        return Err(Error::frame("crop cannot be resized"));
+                    }
                 }
-            }
-            out.extend(self.run(chunk.len(), data)?);
-        }
-        Ok(out)
+                self.run(chunk.len(), data)
+            },
+        )?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     fn run(&self, n: usize, data: Vec<f32>) -> Result<Vec<Embedding>> {

@@ -24,6 +24,7 @@ pub mod error;
 pub mod frame;
 pub mod geometry;
 pub mod mtcnn;
+pub mod parallel;
 pub mod perception;
 pub mod resample;
 pub mod sampling;

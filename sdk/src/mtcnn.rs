@@ -120,6 +120,11 @@ pub struct DetectTimings {
     pub onet: Duration,
     /// Candidates after PNet + NMS, RNet and ONet.
     pub candidates: [usize; 3],
+    /// Wall time of stage 1 (pyramid + PNet + NMS); with several threads
+    /// `pyramid` and `pnet` add up the workers' time and exceed it.
+    pub stage1_wall: Duration,
+    /// Threads the detector used.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -135,19 +140,23 @@ pub struct Mtcnn {
     rnet: Arc<dyn InferenceModel>,
     onet: Arc<dyn InferenceModel>,
     config: MtcnnConfig,
+    threads: usize,
 }
 
 impl std::fmt::Debug for Mtcnn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mtcnn")
             .field("config", &self.config)
+            .field("threads", &self.threads)
             .finish()
     }
 }
 
 impl Mtcnn {
     /// Loads the three networks with `backend`. PNet gets a plan per pyramid
-    /// level (`pnet_policy`); R/ONet one plan with a symbolic batch.
+    /// level (`pnet_policy`); R/ONet a batch-1 plan (what tract runs fastest;
+    /// backends with a larger preferred batch ignore the policy). The detector
+    /// runs on the calling thread until [`Self::set_threads`] says otherwise.
     pub fn load(
         backend: &dyn Backend,
         pnet: &Path,
@@ -159,10 +168,22 @@ impl Mtcnn {
         config.validate()?;
         Ok(Self {
             pnet: backend.load(pnet, pnet_policy)?,
-            rnet: backend.load(rnet, ShapePolicy::Symbolic)?,
-            onet: backend.load(onet, ShapePolicy::Symbolic)?,
+            rnet: backend.load(rnet, ShapePolicy::FixedBatch(1))?,
+            onet: backend.load(onet, ShapePolicy::FixedBatch(1))?,
             config,
+            threads: 1,
         })
+    }
+
+    /// Spreads each frame's pyramid levels and crops over `threads` threads
+    /// (1 = the calling thread only; clamped to 1..=[`crate::parallel::MAX_THREADS`]).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.clamp(1, crate::parallel::MAX_THREADS);
+    }
+
+    /// Threads used per frame.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The detector's parameters.
@@ -188,25 +209,48 @@ impl Mtcnn {
         let (w, h) = (frame.width() as f32, frame.height() as f32);
         let cfg = &self.config;
 
-        // Stage 1: PNet over the pyramid.
+        // Stage 1: PNet over the pyramid, levels spread over the threads
+        // (cost ~ pixels), candidates concatenated in level order.
+        let t_stage1 = Instant::now();
+        t.threads = self.threads;
+        let levels: Vec<(f32, usize, usize)> = cfg
+            .scales(frame.width(), frame.height())
+            .into_iter()
+            .map(|scale| {
+                (
+                    scale,
+                    (w * scale + 1.0) as usize,
+                    (h * scale + 1.0) as usize,
+                )
+            })
+            .collect();
+        let per_level = crate::parallel::map(
+            &levels,
+            self.threads,
+            |&(_, ws, hs)| (ws * hs) as f64,
+            |&(scale, ws, hs)| {
+                let t0 = Instant::now();
+                let mut buf = vec![0f32; 3 * hs * ws];
+                if !resize_area_chw(frame, Rect::full(frame), ws, hs, Normalize::MTCNN, &mut buf) {
+                    return Ok((Vec::new(), t0.elapsed(), Duration::ZERO));
+                }
+                let input = Tensor::new(vec![1, 3, hs, ws], buf)?;
+                let pyramid = t0.elapsed();
+                let t1 = Instant::now();
+                let out = self.pnet.run(&input)?;
+                let pnet = t1.elapsed();
+                let mut level = pnet_candidates(&out, scale, cfg.thresholds[0], self.pnet.name())?;
+                nms(&mut level, NMS_PNET_SCALE, Overlap::Union);
+                Ok((level, pyramid, pnet))
+            },
+        )?;
         let mut cands: Vec<Cand> = Vec::new();
-        for scale in cfg.scales(frame.width(), frame.height()) {
-            let hs = (h * scale + 1.0) as usize;
-            let ws = (w * scale + 1.0) as usize;
-            let t0 = Instant::now();
-            let mut buf = vec![0f32; 3 * hs * ws];
-            if !resize_area_chw(frame, Rect::full(frame), ws, hs, Normalize::MTCNN, &mut buf) {
-                continue;
-            }
-            let input = Tensor::new(vec![1, 3, hs, ws], buf)?;
-            t.pyramid += t0.elapsed();
-            let t1 = Instant::now();
-            let out = self.pnet.run(&input)?;
-            t.pnet += t1.elapsed();
-            let mut level = pnet_candidates(&out, scale, cfg.thresholds[0], self.pnet.name())?;
-            nms(&mut level, NMS_PNET_SCALE, Overlap::Union);
+        for (level, pyramid, pnet) in per_level {
+            t.pyramid += pyramid;
+            t.pnet += pnet;
             cands.extend(level);
         }
+        t.stage1_wall = t_stage1.elapsed();
         nms(&mut cands, NMS_STAGE, Overlap::Union);
         cands.truncate(cfg.max_candidates);
         for c in &mut cands {
@@ -299,8 +343,9 @@ impl Mtcnn {
     }
 
     /// Crops every candidate (clamped to the frame as facenet-pytorch's `pad`
-    /// does), resizes to `size`, runs `net` in batches. Returns the indices of
-    /// the candidates that had a non-empty crop and the concatenated outputs.
+    /// does), resizes to `size`, runs `net` in chunks of its preferred batch
+    /// spread over the threads. Returns the indices of the candidates that
+    /// had a non-empty crop and the concatenated outputs.
     fn run_crops(
         &self,
         net: &Arc<dyn InferenceModel>,
@@ -308,25 +353,24 @@ impl Mtcnn {
         cands: &[Cand],
         size: usize,
     ) -> Result<(Vec<usize>, Vec<Tensor>)> {
-        let item = 3 * size * size;
+        let batch = self.config.max_batch.min(net.preferred_batch()).max(1);
+        let chunks: Vec<std::ops::Range<usize>> = (0..cands.len())
+            .step_by(batch)
+            .map(|s| s..(s + batch).min(cands.len()))
+            .collect();
+        let parts = crate::parallel::map(
+            &chunks,
+            self.threads,
+            |r| r.len() as f64,
+            |r| self.run_crop_chunk(net, frame, cands, r.clone(), size),
+        )?;
         let mut kept = Vec::with_capacity(cands.len());
-        let mut data: Vec<f32> = Vec::with_capacity(cands.len() * item);
-        for (i, c) in cands.iter().enumerate() {
-            if let Some(r) = crop_rect(c, frame.width(), frame.height()) {
-                let start = data.len();
-                data.resize(start + item, 0.0);
-                if resize_area_chw(frame, r, size, size, Normalize::MTCNN, &mut data[start..]) {
-                    kept.push(i);
-                } else {
-                    data.truncate(start);
-                }
-            }
-        }
         let mut outputs: Vec<Tensor> = Vec::new();
-        for (chunk_idx, chunk) in data.chunks(self.config.max_batch * item).enumerate() {
-            let n = chunk.len() / item;
-            let res = net.run(&Tensor::new(vec![n, 3, size, size], chunk.to_vec())?)?;
-            if chunk_idx == 0 {
+        for (k, res) in parts {
+            if res.is_empty() {
+                continue;
+            }
+            if outputs.is_empty() {
                 outputs = res;
             } else {
                 if res.len() != outputs.len() {
@@ -338,10 +382,11 @@ impl Mtcnn {
                 for (acc, r) in outputs.iter_mut().zip(res) {
                     acc.data.extend_from_slice(&r.data);
                     if let Some(b) = acc.shape.first_mut() {
-                        *b += n;
+                        *b += k.len();
                     }
                 }
             }
+            kept.extend(k);
         }
         for o in &outputs {
             if o.batch() != kept.len() {
@@ -352,6 +397,45 @@ impl Mtcnn {
             }
         }
         Ok((kept, outputs))
+    }
+
+    /// One chunk of [`Self::run_crops`]: the kept candidate indices and the
+    /// net's outputs for them (empty when no crop was usable).
+    fn run_crop_chunk(
+        &self,
+        net: &Arc<dyn InferenceModel>,
+        frame: &Frame,
+        cands: &[Cand],
+        range: std::ops::Range<usize>,
+        size: usize,
+    ) -> Result<(Vec<usize>, Vec<Tensor>)> {
+        let item = 3 * size * size;
+        let mut kept = Vec::with_capacity(range.len());
+        let mut data: Vec<f32> = Vec::with_capacity(range.len() * item);
+        for i in range {
+            if let Some(r) = crop_rect(&cands[i], frame.width(), frame.height()) {
+                let start = data.len();
+                data.resize(start + item, 0.0);
+                if resize_area_chw(frame, r, size, size, Normalize::MTCNN, &mut data[start..]) {
+                    kept.push(i);
+                } else {
+                    data.truncate(start);
+                }
+            }
+        }
+        if kept.is_empty() {
+            return Ok((kept, Vec::new()));
+        }
+        let res = net.run(&Tensor::new(vec![kept.len(), 3, size, size], data)?)?;
+        for o in &res {
+            if o.batch() != kept.len() {
+                return Err(Error::model(
+                    net.name(),
+                    format!("batch {} != {} crops", o.batch(), kept.len()),
+                ));
+            }
+        }
+        Ok((kept, res))
     }
 }
 

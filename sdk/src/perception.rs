@@ -78,6 +78,19 @@ impl Perception {
         Ok(Self { detector, embedder })
     }
 
+    /// Spreads each frame's detection and embedding work over `threads`
+    /// threads (default 1: the calling thread; [`crate::parallel::available_threads`]
+    /// uses every core).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.detector.set_threads(threads);
+        self.embedder.set_threads(threads);
+    }
+
+    /// Threads used per frame.
+    pub fn threads(&self) -> usize {
+        self.detector.threads()
+    }
+
     /// The detector.
     pub fn detector(&self) -> &Mtcnn {
         &self.detector

@@ -163,3 +163,22 @@ fn embeddings_are_stable_and_discriminative() {
         }
     }
 }
+
+#[test]
+fn threads_change_nothing_but_speed() {
+    for case in common::backends() {
+        let frame = t1();
+        let mut one = perception(&case, ShapePolicy::PerShape { capacity: 32 });
+        one.set_threads(1);
+        let mut two = perception(&case, ShapePolicy::PerShape { capacity: 32 });
+        two.set_threads(2);
+        assert_eq!(two.threads(), 2);
+        let (a, ta) = one.analyze_timed(&frame).unwrap();
+        let (b, tb) = two.analyze_timed(&frame).unwrap();
+        assert_eq!((ta.detect.threads, tb.detect.threads), (1, 2));
+        assert_eq!(ta.detect.candidates, tb.detect.candidates);
+        assert_eq!(a.len(), 6);
+        // The same items run through the same plans: identical, in order.
+        assert_eq!(a, b);
+    }
+}

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// between); 1 = as often as the CPU allows.
     #[arg(long)]
     pub detect_every: Option<u32>,
+    /// Threads the analysis spreads each frame's detection and embedding
+    /// over (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Scores kept per track for its verdict (sliding window).
     #[arg(long)]
     pub window: Option<usize>,
@@ -125,6 +129,7 @@ impl RunArgs {
             fps,
             max_frames,
             detect_every,
+            threads,
             window,
             verdict_after,
             threshold,
@@ -157,6 +162,7 @@ impl RunArgs {
             repeat: self.repeat || file.repeat,
             max_frames,
             detect_every,
+            threads,
             window,
             verdict_after,
             threshold,

@@ -381,6 +381,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     let mut detector = DeepfakeDetector::from_bundle(&bundle, &TractBackend)?;
+    let threads = a
+        .threads
+        .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    detector.perception_mut().set_threads(threads);
     let mut decision = *detector.decision();
     if let Some(t) = a.threshold {
         decision.threshold = t;
