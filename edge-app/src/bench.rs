@@ -1,14 +1,26 @@
-//! `fakewatch bench`: per-stage latency of the perception path on a frame.
+//! `fakewatch bench`: per-stage latency with its FLOP floor, scan and live
+//! throughput, peak memory, and the ratio to the Python reference pipeline.
+//!
+//! Frames are the repository photo (default), a given image, or generated:
+//! `--sizes 480p,720p,1080p --faces 1,4,10` lays 1, 4 or 10 faces cut from
+//! `tests/fixtures/t1.jpg` out on a grid over a grey gradient. `--scan` and
+//! `--live` encode each generated frame into a moving H.264 clip (the content
+//! pans 1 px per frame) and time `scan` on it in this process and
+//! `fakewatch run` on it as a paced source in a child process. `--reference`
+//! runs `bench/reference/reference.py` on the same clips and compares.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use fakewatch_sdk::backend::{ShapePolicy, TractBackend};
+use embedded_graphics::pixelcolor::Rgb888;
+use fakewatch_sdk::backend::{tract_flops, tract_peak_flops, ShapePolicy, TractBackend};
 use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::perception::{Perception, PerceptionTimings, PNET_PLAN_CACHE};
-use fakewatch_sdk::Frame;
+use fakewatch_sdk::score::Scorer;
+use fakewatch_sdk::{Detection, Frame};
+use serde_json::{json, Value};
 
 /// How PNet's symbolic H×W input is planned.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -24,28 +36,58 @@ pub enum PnetPlans {
 /// Arguments of `fakewatch bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Image to run on (default: tests/fixtures/t1.jpg cropped to 1280×720, 6 faces).
+    /// Image to run on (default: tests/fixtures/t1.jpg cropped to 1280×720,
+    /// 6 faces; or generated frames with --sizes / --faces).
     input: Option<PathBuf>,
     /// Model bundle directory.
     #[arg(long)]
     bundle: Option<PathBuf>,
-    /// Timed runs (after one warm-up run).
+    /// Timed runs per case (after one warm-up run); figures are medians.
     #[arg(long, default_value_t = 10)]
     runs: usize,
     /// PNet planning to measure.
-    #[arg(long, value_enum, default_value_t = PnetPlans::Both)]
+    #[arg(long, value_enum, default_value_t = PnetPlans::PerShape)]
     pnet_plans: PnetPlans,
     /// Threads per frame (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Print one JSON object instead of a table.
+    /// Generated frame sizes: 480p, 720p, 1080p or WxH (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<String>,
+    /// Faces per generated frame (comma-separated, 1..=30).
+    #[arg(long, value_delimiter = ',')]
+    faces: Vec<usize>,
+    /// Also time `scan` of a generated clip (videos per minute).
+    #[arg(long)]
+    scan: bool,
+    /// Also run `fakewatch run` on a paced generated clip.
+    #[arg(long)]
+    live: bool,
+    /// Frames per generated clip.
+    #[arg(long, default_value_t = 150)]
+    clip_frames: u32,
+    /// Frame rate of generated clips.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Frames sampled per video by the scan timing (and the reference).
+    #[arg(long, default_value_t = 8)]
+    scan_frames: usize,
+    /// Run the Python reference pipeline on the same clips (implies --scan).
+    #[arg(long)]
+    reference: bool,
+    /// Python interpreter with numpy and onnxruntime for --reference.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Where generated clips go (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Print one JSON object per case instead of tables.
     #[arg(long)]
     json: bool,
 }
 
 fn default_frame() -> Result<Frame> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/t1.jpg");
-    let f = Frame::load(path).with_context(|| format!("loading {path}"))?;
+    let f = fixture()?;
     // Crop rows 60..780 of the 1280×886 photo: a 720p frame with all six faces.
     let (w, h) = (1280u32, 720u32);
     anyhow::ensure!(f.width() == w, "unexpected fixture size");
@@ -54,6 +96,11 @@ fn default_frame() -> Result<Frame> {
         data.extend_from_slice(f.row(y).context("row")?);
     }
     Ok(Frame::from_rgb(w, h, data)?)
+}
+
+fn fixture() -> Result<Frame> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/t1.jpg");
+    Frame::load(path).with_context(|| format!("loading {path}"))
 }
 
 fn median(mut v: Vec<Duration>) -> f64 {
@@ -71,89 +118,616 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// `480p`, `720p`, `1080p` or `WxH`.
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    Ok(match s {
+        "480p" => (854, 480),
+        "720p" => (1280, 720),
+        "1080p" => (1920, 1080),
+        other => {
+            let (w, h) = other
+                .split_once('x')
+                .with_context(|| format!("size {other:?}: use 480p, 720p, 1080p or WxH"))?;
+            let (w, h): (u32, u32) = (w.parse()?, h.parse()?);
+            anyhow::ensure!(
+                (64..=7680).contains(&w) && (64..=4320).contains(&h),
+                "size {other:?} out of range"
+            );
+            (w, h)
+        }
+    })
+}
+
+/// Face patches cut from the fixture photo around its six detections.
+fn face_patches(p: &Perception) -> Result<Vec<image::RgbImage>> {
+    let photo = fixture()?;
+    let dets = p.detect(&photo)?;
+    anyhow::ensure!(!dets.is_empty(), "no face found in the fixture photo");
+    let mut rgb = Vec::with_capacity(photo.width() as usize * photo.height() as usize * 3);
+    for y in 0..photo.height() {
+        rgb.extend_from_slice(photo.row(y).context("row")?);
+    }
+    let img =
+        image::RgbImage::from_raw(photo.width(), photo.height(), rgb).context("fixture buffer")?;
+    Ok(dets
+        .iter()
+        .map(|d| {
+            let c = d.bbox.center();
+            let side = d.bbox.width().max(d.bbox.height()) * 1.6;
+            let x0 = (c.x - side / 2.0).clamp(0.0, photo.width() as f32 - 1.0) as u32;
+            let y0 = (c.y - side / 2.0).clamp(0.0, photo.height() as f32 - 1.0) as u32;
+            let w = (side as u32).min(photo.width() - x0);
+            let h = (side as u32).min(photo.height() - y0);
+            image::imageops::crop_imm(&img, x0, y0, w, h).to_image()
+        })
+        .collect())
+}
+
+/// A `w × h` frame (plus `pad` extra columns for panning) with `n` faces on a
+/// grid over a grey gradient.
+fn generated(patches: &[image::RgbImage], w: u32, h: u32, n: usize, pad: u32) -> image::RgbImage {
+    let cw = w + pad;
+    let mut img = image::RgbImage::from_fn(cw, h, |x, y| {
+        let v = (90 + (x * 60 / cw) + (y * 40 / h)) as u8;
+        image::Rgb([v, v, v.saturating_add(10)])
+    });
+    let cols = ((n as f64 * f64::from(w) / f64::from(h)).sqrt().ceil() as u32).max(1);
+    let rows = (n as u32).div_ceil(cols).max(1);
+    let cell = (w / cols).min(h / rows);
+    let side = (cell as f32 * 0.85) as u32;
+    let x_off = (w - cell * cols) / 2;
+    let y_off = (h - cell * rows) / 2;
+    for i in 0..n as u32 {
+        let p = &patches[i as usize % patches.len()];
+        let scaled = image::imageops::resize(p, side, side, image::imageops::FilterType::Triangle);
+        let x = x_off + (i % cols) * cell + (cell - side) / 2;
+        let y = y_off + (i / cols) * cell + (cell - side) / 2;
+        image::imageops::overlay(&mut img, &scaled, i64::from(x), i64::from(y));
+    }
+    img
+}
+
+fn to_frame(img: &image::RgbImage) -> Result<Frame> {
+    Ok(Frame::from_rgb(
+        img.width(),
+        img.height(),
+        img.as_raw().clone(),
+    )?)
+}
+
+/// Cuts the `w`-wide window at column `x` of `img`.
+fn window(img: &image::RgbImage, x: u32, w: u32) -> Result<Frame> {
+    to_frame(&image::imageops::crop_imm(img, x, 0, w, img.height()).to_image())
+}
+
+/// FLOPs of one run of each model, for the floors.
+struct Flops {
+    peak: f64,
+    pnet_level: Box<dyn Fn(usize, usize) -> Result<f64>>,
+    rnet: f64,
+    onet: f64,
+    backbone: f64,
+}
+
+fn flops(bundle: &Bundle) -> Result<Flops> {
+    let m = bundle.manifest();
+    let pnet = bundle.resolve(&m.detector.pnet)?;
+    let [c, h, w] = m.backbone.input;
+    Ok(Flops {
+        peak: tract_peak_flops(Duration::from_millis(400))?,
+        pnet_level: Box::new(move |hs, ws| Ok(tract_flops(&pnet, &[1, 3, hs, ws])?)),
+        rnet: tract_flops(&bundle.resolve(&m.detector.rnet)?, &[1, 3, 24, 24])?,
+        onet: tract_flops(&bundle.resolve(&m.detector.onet)?, &[1, 3, 48, 48])?,
+        backbone: tract_flops(&bundle.resolve(&m.backbone.file)?, &[1, c, h, w])?,
+    })
+}
+
+/// One frame's stage medians.
+struct StageFigures {
+    rows: Vec<(&'static str, f64, f64)>, // stage, ms, GFLOP
+    total: f64,
+    faces: usize,
+    candidates: [usize; 3],
+}
+
+fn measure_stages(
+    p: &Perception,
+    scorer: &Scorer,
+    frame: &Frame,
+    runs: usize,
+    fl: &Flops,
+) -> Result<StageFigures> {
+    let (faces, _) = p.analyze_timed(frame)?; // warm-up: builds per-shape plans
+    let dets: Vec<Detection> = faces.iter().map(|f| f.detection).collect();
+    let mut t: Vec<PerceptionTimings> = Vec::new();
+    let (mut totals, mut align, mut score, mut overlay) = (vec![], vec![], vec![], vec![]);
+    let aligner = p.embedder().aligner();
+    let norm = p.embedder().config().normalize();
+    let mut buf = vec![0f32; aligner.item_len()];
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let (f, timing) = p.analyze_timed(frame)?;
+        let embs: Vec<_> = f.iter().map(|x| x.embedding.clone()).collect();
+        let s0 = Instant::now();
+        scorer.score(&embs)?;
+        score.push(s0.elapsed());
+        totals.push(start.elapsed());
+        t.push(timing);
+        let a0 = Instant::now();
+        for d in &dets {
+            aligner.align_into(frame, d, norm, &mut buf)?;
+        }
+        align.push(a0.elapsed());
+        let mut copy = frame.clone();
+        let o0 = Instant::now();
+        crate::overlay::draw_detections(&mut copy, &dets, Rgb888::new(255, 0, 0));
+        overlay.push(o0.elapsed());
+    }
+    let cands = t.last().map(|x| x.detect.candidates).unwrap_or_default();
+    let mut pnet_flops = 0.0;
+    for s in p.detector().config().scales(frame.width(), frame.height()) {
+        let hs = (frame.height() as f32 * s + 1.0) as usize;
+        let ws = (frame.width() as f32 * s + 1.0) as usize;
+        pnet_flops += (fl.pnet_level)(hs, ws)?;
+    }
+    let n = faces.len() as f64;
+    let g = 1e-9;
+    let embed = median(t.iter().map(|x| x.embed).collect());
+    let align_ms = median(align);
+    let rows = vec![
+        (
+            "pyramid+pnet",
+            median(t.iter().map(|x| x.detect.stage1_wall).collect()),
+            pnet_flops * g,
+        ),
+        (
+            "rnet",
+            median(t.iter().map(|x| x.detect.rnet).collect()),
+            cands[0] as f64 * fl.rnet * g,
+        ),
+        (
+            "onet",
+            median(t.iter().map(|x| x.detect.onet).collect()),
+            cands[1] as f64 * fl.onet * g,
+        ),
+        ("alignment", align_ms, 0.0),
+        ("backbone", (embed - align_ms).max(0.0), n * fl.backbone * g),
+        ("head+classifier", median(score), 0.0),
+        ("overlay", median(overlay), 0.0),
+    ];
+    Ok(StageFigures {
+        rows,
+        total: median(totals),
+        faces: faces.len(),
+        candidates: cands,
+    })
+}
+
+/// Encodes `clip_frames` windows of `canvas` (panning right) at `fps`.
+#[cfg(feature = "gst")]
+fn write_clip(canvas: &image::RgbImage, w: u32, frames: u32, fps: u32, path: &Path) -> Result<()> {
+    use crate::live::sinks::{open, SinkSpec};
+    let mut sink = open(&SinkSpec::File(path.to_path_buf()), f64::from(fps))?;
+    let pad = canvas.width() - w;
+    for k in 0..frames {
+        let x = if pad == 0 { 0 } else { k % (2 * pad) };
+        let x = if x > pad { 2 * pad - x } else { x };
+        let f = window(canvas, x, w)?;
+        sink.write(&f, Duration::from_secs_f64(f64::from(k) / f64::from(fps)))?;
+    }
+    sink.finish()
+}
+
+#[cfg(not(feature = "gst"))]
+fn write_clip(_: &image::RgbImage, _: u32, _: u32, _: u32, _: &Path) -> Result<()> {
+    bail!("--scan/--live/--reference need GStreamer (feature `gst`) to write clips")
+}
+
+/// `fakewatch run` on `clip` in a child process; its summary event.
+fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Value> {
+    let events = dir.join(format!(
+        "{}.events.ndjson",
+        clip.file_stem().and_then(|s| s.to_str()).unwrap_or("clip")
+    ));
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg("--source")
+        .arg(clip)
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--events")
+        .arg(format!("file:{}", events.display()))
+        .arg("--stats-interval")
+        .arg("0")
+        .output()
+        .context("starting fakewatch run")?;
+    if !out.status.success() {
+        bail!(
+            "fakewatch run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&events)?;
+    let summary = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .context("no summary event")?;
+    Ok(summary)
+}
+
+/// Per sampled frame: (frame index, boxes+scores+p_fake) from fakewatch.
+#[cfg(feature = "gst")]
+fn fakewatch_faces(
+    p: &Perception,
+    scorer: &Scorer,
+    clip: &Path,
+    n: usize,
+) -> Result<Vec<(u64, Vec<[f32; 6]>)>> {
+    let (_, frames) = fakewatch_sdk::video::sample_frames(&clip.to_string_lossy(), n)?;
+    let mut out = Vec::new();
+    for (k, f) in frames {
+        let faces = p.analyze(&f)?;
+        let embs: Vec<_> = faces.iter().map(|x| x.embedding.clone()).collect();
+        let ps = scorer.score(&embs)?;
+        out.push((
+            k,
+            faces
+                .iter()
+                .zip(ps)
+                .map(|(x, q)| {
+                    let b = x.detection.bbox.to_array();
+                    [b[0], b[1], b[2], b[3], x.detection.score, q]
+                })
+                .collect(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "gst"))]
+fn fakewatch_faces(
+    _: &Perception,
+    _: &Scorer,
+    _: &Path,
+    _: usize,
+) -> Result<Vec<(u64, Vec<[f32; 6]>)>> {
+    bail!("--reference needs GStreamer (feature `gst`)")
+}
+
+/// Largest box, detection-score and P(fake) differences between fakewatch
+/// and the reference on the frames both sampled; `None` if the face counts differ.
+fn compare(ours: &[(u64, Vec<[f32; 6]>)], reference: &[Value]) -> Value {
+    let (mut dbox, mut dscore, mut dp, mut frames, mut mismatched) = (0f32, 0f32, 0f32, 0, 0);
+    for r in reference {
+        let Some(k) = r["frame"].as_u64() else {
+            continue;
+        };
+        let Some((_, faces)) = ours.iter().find(|(i, _)| *i == k) else {
+            continue;
+        };
+        let theirs = r["faces"].as_array().cloned().unwrap_or_default();
+        frames += 1;
+        if theirs.len() != faces.len() {
+            mismatched += 1;
+            continue;
+        }
+        for (a, b) in faces.iter().zip(&theirs) {
+            for i in 0..4 {
+                let v = b["box"][i].as_f64().unwrap_or(f64::NAN) as f32;
+                dbox = dbox.max((a[i] - v).abs());
+            }
+            dscore = dscore.max((a[4] - b["score"].as_f64().unwrap_or(f64::NAN) as f32).abs());
+            dp = dp.max((a[5] - b["p_fake"].as_f64().unwrap_or(f64::NAN) as f32).abs());
+        }
+    }
+    json!({"frames_compared": frames, "frames_with_other_face_count": mismatched,
+           "max_box_px": dbox, "max_score": dscore, "max_p_fake": dp,
+           "identical_within_1px_1e-4": mismatched == 0 && frames > 0 && dbox <= 1.0 && dscore <= 1e-4})
+}
+
+/// Runs the reference on `clips`: its per-frame results and its per-video
+/// summaries (`seconds`, `decode_seconds`), in clip order.
+fn reference_run(
+    a: &BenchArgs,
+    bundle: &Path,
+    clips: &[PathBuf],
+    dir: &Path,
+) -> Result<(Vec<Value>, Vec<Value>)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/reference/reference.py");
+    let out_json = dir.join("reference.ndjson");
+    let threads = a
+        .threads
+        .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
+    let out = std::process::Command::new(&a.python)
+        .arg(&script)
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--frames")
+        .arg(a.scan_frames.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--json")
+        .arg(&out_json)
+        .args(clips)
+        .output()
+        .with_context(|| format!("starting {} {}", a.python, script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "reference pipeline failed (needs numpy and onnxruntime: see bench/README.md): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let videos = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("video").is_some())
+        .collect();
+    let frames = std::fs::read_to_string(&out_json)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    Ok((frames, videos))
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
-    let frame = match &a.input {
-        Some(p) => Frame::load(p)?,
-        None => default_frame()?,
+    let threads = a
+        .threads
+        .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
+    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
+    anyhow::ensure!(
+        a.fps > 0 && a.clip_frames > 0,
+        "--fps and --clip-frames must be > 0"
+    );
+    let generate = !a.sizes.is_empty() || !a.faces.is_empty() || a.scan || a.live || a.reference;
+    anyhow::ensure!(
+        !(generate && a.input.is_some()),
+        "give an image or generated sizes/faces, not both"
+    );
+    let sizes = if a.sizes.is_empty() {
+        vec!["720p".to_string()]
+    } else {
+        a.sizes.clone()
     };
+    let sizes: Vec<(String, (u32, u32))> = sizes
+        .into_iter()
+        .map(|s| parse_size(&s).map(|wh| (s, wh)))
+        .collect::<Result<_>>()?;
+    let faces = if a.faces.is_empty() {
+        vec![4]
+    } else {
+        a.faces.clone()
+    };
+    anyhow::ensure!(
+        faces.iter().all(|n| (1..=30).contains(n)),
+        "--faces must be in 1..=30"
+    );
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = Bundle::load(&dir)?;
-    let per_shape = (
-        "per-shape",
-        ShapePolicy::PerShape {
-            capacity: PNET_PLAN_CACHE,
-        },
-    );
-    let symbolic = ("symbolic", ShapePolicy::Symbolic);
-    let policies = match a.pnet_plans {
-        PnetPlans::PerShape => vec![per_shape],
-        PnetPlans::Symbolic => vec![symbolic],
-        PnetPlans::Both => vec![per_shape, symbolic],
-    };
-    for (name, policy) in policies {
-        let mut p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
-        p.set_threads(
-            a.threads
-                .unwrap_or_else(fakewatch_sdk::parallel::available_threads),
+    let scorer = Scorer::from_bundle(&bundle, &TractBackend)
+        .with_context(|| format!("bundle {}", dir.display()))?;
+    let fl = flops(&bundle)?;
+    let policies: Vec<(&str, ShapePolicy)> = {
+        let per_shape = (
+            "per-shape",
+            ShapePolicy::PerShape {
+                capacity: PNET_PLAN_CACHE,
+            },
         );
-        let (faces, _) = p.analyze_timed(&frame)?; // warm-up: builds per-shape plans
-        let mut t: Vec<PerceptionTimings> = Vec::with_capacity(a.runs);
-        let mut totals = Vec::with_capacity(a.runs);
-        for _ in 0..a.runs.max(1) {
-            let start = std::time::Instant::now();
-            let (_, timing) = p.analyze_timed(&frame)?;
-            totals.push(start.elapsed());
-            t.push(timing);
+        let symbolic = ("symbolic", ShapePolicy::Symbolic);
+        match a.pnet_plans {
+            PnetPlans::PerShape => vec![per_shape],
+            PnetPlans::Symbolic => vec![symbolic],
+            PnetPlans::Both => vec![per_shape, symbolic],
         }
-        let pyramid = median(t.iter().map(|x| x.detect.pyramid).collect());
-        let pnet = median(t.iter().map(|x| x.detect.pnet).collect());
-        let stage1 = median(t.iter().map(|x| x.detect.stage1_wall).collect());
-        let rnet = median(t.iter().map(|x| x.detect.rnet).collect());
-        let onet = median(t.iter().map(|x| x.detect.onet).collect());
-        let embed = median(t.iter().map(|x| x.embed).collect());
-        let total = median(totals);
-        let n = faces.len().max(1) as f64;
-        let cands = t.last().map(|x| x.detect.candidates).unwrap_or_default();
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "backend": "tract", "pnet_plans": name, "width": frame.width(), "height": frame.height(),
-                    "faces": faces.len(), "runs": a.runs, "candidates": cands,
-                    "ms": {"pyramid": pyramid, "pnet": pnet, "rnet": rnet, "onet": onet,
-                           "embed": embed, "embed_per_face": embed / n, "total": total},
-                    "fps": 1e3 / total, "peak_rss_mib": peak_rss_mib(),
-                })
-            );
-        } else {
-            println!(
-                "tract, PNet {name}: {}x{} frame, {} faces, median of {} runs",
-                frame.width(),
-                frame.height(),
-                faces.len(),
-                a.runs
-            );
-            println!("  candidates after PNet/RNet/ONet: {cands:?}");
-            for (stage, ms) in [
-                ("pyramid", pyramid),
-                ("pnet", pnet),
-                ("stage1", stage1),
-                ("rnet", rnet),
-                ("onet", onet),
-                ("embedding", embed),
-                ("total", total),
-            ] {
-                println!("  {stage:<10} {ms:9.2} ms  {:5.1} %", 100.0 * ms / total);
+    };
+    let tmp;
+    let work = match &a.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = std::env::temp_dir().join(format!("fakewatch-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&tmp)?;
+            tmp.clone()
+        }
+    };
+    if !a.json {
+        println!(
+            "tract, {threads} thread(s); peak f32 matmul {:.1} GFLOP/s per core \
+             (floor = FLOPs / (peak x threads))",
+            fl.peak * 1e-9
+        );
+    }
+    for (plan_name, policy) in policies {
+        let mut p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
+        p.set_threads(threads);
+        let mut cases: Vec<(String, Frame, Option<image::RgbImage>)> = Vec::new();
+        if generate {
+            let patches = face_patches(&p)?;
+            for (s, (w, h)) in &sizes {
+                let (w, h) = (*w, *h);
+                for &n in &faces {
+                    let pad = w / 20;
+                    let canvas = generated(&patches, w, h, n, pad);
+                    cases.push((
+                        format!("{s}-{n}f"),
+                        window(&canvas, pad / 2, w)?,
+                        Some(canvas),
+                    ));
+                }
             }
-            println!(
-                "  embedding per face {:.2} ms; {:.2} frames/s",
-                embed / n,
-                1e3 / total
-            );
-            if let Some(r) = peak_rss_mib() {
-                println!("  peak RSS {r:.0} MiB");
+        } else {
+            let frame = match &a.input {
+                Some(path) => Frame::load(path)?,
+                None => default_frame()?,
+            };
+            let name = a
+                .input
+                .as_ref()
+                .map_or("t1-720p".to_string(), |p| p.display().to_string());
+            cases.push((name, frame, None));
+        }
+        let mut clips = Vec::new();
+        let mut per_case = Vec::new();
+        for (name, frame, canvas) in &cases {
+            let s = measure_stages(&p, &scorer, frame, a.runs, &fl)?;
+            let mut obj = json!({
+                "case": name, "backend": "tract", "pnet_plans": plan_name, "threads": threads,
+                "width": frame.width(), "height": frame.height(), "faces": s.faces,
+                "candidates": s.candidates, "runs": a.runs,
+                "total_ms": s.total, "fps": 1e3 / s.total,
+                "peak_flops_per_core": fl.peak,
+                "stages": s.rows.iter().map(|(st, ms, gf)| json!({
+                    "stage": st, "ms": ms, "share": ms / s.total, "gflop": gf,
+                    "floor_ms": gf * 1e9 / (fl.peak * threads as f64) * 1e3,
+                })).collect::<Vec<_>>(),
+            });
+            if let (Some(canvas), true) = (canvas, a.scan || a.live || a.reference) {
+                let clip = work.join(format!("{name}.mp4"));
+                write_clip(canvas, frame.width(), a.clip_frames, a.fps, &clip)?;
+                if a.scan || a.reference {
+                    let mut det =
+                        fakewatch_sdk::DeepfakeDetector::from_bundle(&bundle, &TractBackend)?;
+                    det.perception_mut().set_threads(threads);
+                    let mut d = *det.decision();
+                    d.frames = a.scan_frames;
+                    d.window = a.scan_frames;
+                    det.set_decision(d);
+                    let input = clip.to_string_lossy().into_owned();
+                    crate::scan::scan_one(&det, input.clone()); // warm-up
+                    let mut secs = Vec::new();
+                    let mut frames = 0;
+                    for _ in 0..3 {
+                        let t0 = Instant::now();
+                        let r = crate::scan::scan_one(&det, input.clone());
+                        secs.push(t0.elapsed());
+                        if let Some(e) = r.error {
+                            bail!("scan of {input}: {e}");
+                        }
+                        frames = r.frames;
+                    }
+                    let sec = median(secs) / 1e3;
+                    obj["scan"] = json!({"frames": frames, "seconds_per_video": sec,
+                                         "videos_per_minute": 60.0 / sec});
+                }
+                if a.live {
+                    let summary = live_run(&clip, &dir, threads, &work)?;
+                    obj["live"] = summary;
+                }
+                clips.push(clip);
+            }
+            per_case.push(obj);
+        }
+        if a.reference && !clips.is_empty() {
+            let (frames, videos) = reference_run(&a, &dir, &clips, &work)?;
+            for ((obj, clip), video) in per_case.iter_mut().zip(&clips).zip(videos) {
+                let sec = video["seconds"].as_f64().unwrap_or(f64::NAN);
+                let ours = fakewatch_faces(&p, &scorer, clip, a.scan_frames)?;
+                let clip_s = clip.to_string_lossy();
+                let theirs: Vec<Value> = frames
+                    .iter()
+                    .filter(|v| v["input"].as_str() == Some(&clip_s))
+                    .cloned()
+                    .collect();
+                let ours_sec = obj["scan"]["seconds_per_video"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
+                obj["reference"] = json!({
+                    "seconds_per_video": sec, "videos_per_minute": 60.0 / sec,
+                    "decode_seconds_per_video": video["decode_seconds"],
+                    "speedup": sec / ours_sec,
+                    "agreement": compare(&ours, &theirs),
+                });
+            }
+        }
+        for obj in &per_case {
+            if a.json {
+                println!("{obj}");
+            } else {
+                print_case(obj);
             }
         }
     }
+    if a.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    if !a.json {
+        if let Some(r) = peak_rss_mib() {
+            println!("peak RSS of this process {r:.0} MiB");
+        }
+    }
     Ok(())
+}
+
+fn print_case(o: &Value) {
+    println!(
+        "\n{} ({}x{}), {} faces, PNet {}; candidates after PNet/RNet/ONet {}; median of {} runs",
+        o["case"].as_str().unwrap_or(""),
+        o["width"],
+        o["height"],
+        o["faces"],
+        o["pnet_plans"].as_str().unwrap_or(""),
+        o["candidates"],
+        o["runs"]
+    );
+    println!(
+        "  {:<16} {:>9} {:>7} {:>9} {:>10}",
+        "stage", "ms", "share", "GFLOP", "floor ms"
+    );
+    for s in o["stages"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<16} {:>9.2} {:>6.1}% {:>9.3} {:>10.2}",
+            s["stage"].as_str().unwrap_or(""),
+            s["ms"].as_f64().unwrap_or(0.0),
+            100.0 * s["share"].as_f64().unwrap_or(0.0),
+            s["gflop"].as_f64().unwrap_or(0.0),
+            s["floor_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let total = o["total_ms"].as_f64().unwrap_or(0.0);
+    println!(
+        "  {:<16} {:>9.2}   (analysis of one frame: {:.2} frames/s)",
+        "total",
+        total,
+        1e3 / total
+    );
+    if let Some(s) = o.get("scan") {
+        println!(
+            "  scan: {} frames per video, {:.2} s per video, {:.1} videos/min",
+            s["frames"],
+            s["seconds_per_video"].as_f64().unwrap_or(0.0),
+            s["videos_per_minute"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(l) = o.get("live") {
+        println!(
+            "  live: {:.1} processed fps of {:.1} input, {} of {} frames dropped, {} analyses, \
+             first verdict {} ms, analysis {:.0} ms, peak RSS {} MiB",
+            l["processed_fps"].as_f64().unwrap_or(0.0),
+            l["input_fps"].as_f64().unwrap_or(0.0),
+            l["dropped"],
+            l["frames_in"],
+            l["frames_analyzed"],
+            l["first_verdict_latency_ms"],
+            l["stage_ms"]["analysis_capture_to_result"]
+                .as_f64()
+                .unwrap_or(0.0),
+            l["peak_rss_mib"]
+        );
+    }
+    if let Some(r) = o.get("reference") {
+        println!(
+            "  reference: {:.2} s per video (decode {:.2} s), {:.1} videos/min; fakewatch is {:.2}x; agreement {}",
+            r["seconds_per_video"].as_f64().unwrap_or(0.0),
+            r["decode_seconds_per_video"].as_f64().unwrap_or(0.0),
+            r["videos_per_minute"].as_f64().unwrap_or(0.0),
+            r["speedup"].as_f64().unwrap_or(0.0),
+            r["agreement"]
+        );
+    }
 }

@@ -46,15 +46,15 @@ struct TrackOut {
 
 /// The §5 result object.
 #[derive(Serialize)]
-struct ScanResult {
-    input: String,
+pub(crate) struct ScanResult {
+    pub(crate) input: String,
     kind: &'static str,
-    frames: usize,
+    pub(crate) frames: usize,
     faces: usize,
     score: Option<f32>,
     label: &'static str,
     tracks: Vec<TrackOut>,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl ScanResult {
@@ -113,7 +113,7 @@ pub fn run(a: ScanArgs) -> Result<()> {
     Ok(())
 }
 
-fn scan_one(detector: &DeepfakeDetector, input: String) -> ScanResult {
+pub(crate) fn scan_one(detector: &DeepfakeDetector, input: String) -> ScanResult {
     let image = is_image(&input);
     let kind = if image { "image" } else { "video" };
     let mut session = detector.session();

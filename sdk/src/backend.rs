@@ -373,3 +373,73 @@ fn softmax_axis(t: &mut Tensor, axis: usize) {
         }
     }
 }
+
+/// Floating-point operations (2 per multiply-add, as tract's cost model
+/// counts them) of one run of the ONNX file at `path` on an input of `shape`.
+pub fn tract_flops(path: &Path, shape: &[usize]) -> Result<f64> {
+    use tract_onnx::tract_core::ops::Cost;
+    let name = path.display().to_string();
+    let err = |e: TractError| Error::model(name.clone(), format!("{e:#}"));
+    let mut m = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+    m.set_input_fact(0, f32::fact(shape).into()).map_err(err)?;
+    let typed = m
+        .into_typed()
+        .map_err(err)?
+        .into_decluttered()
+        .map_err(err)?;
+    let mut fma = 0f64;
+    for node in typed.nodes() {
+        let inputs: Vec<&TypedFact> = node
+            .inputs
+            .iter()
+            .map(|o| typed.outlet_fact(*o))
+            .collect::<TractResult<_>>()
+            .map_err(err)?;
+        for (cost, n) in node.op.cost(&inputs).map_err(err)? {
+            if let Cost::FMA(_) = cost {
+                fma += n
+                    .to_i64()
+                    .map_err(|e| Error::model(name.clone(), format!("{e:#}")))?
+                    as f64;
+            }
+        }
+    }
+    Ok(2.0 * fma)
+}
+
+/// The f32 matrix-multiply throughput tract reaches on one core of this
+/// machine (FLOP/s), from a 512 × 512 × 512 product run for about `budget`.
+pub fn tract_peak_flops(budget: std::time::Duration) -> Result<f64> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    const N: usize = 512;
+    let err = |e: TractError| Error::model("matmul", format!("{e:#}"));
+    let mut m = TypedModel::default();
+    let a = m.add_source("a", f32::fact([N, N])).map_err(err)?;
+    let b = m
+        .add_const(
+            "b",
+            tract_onnx::prelude::Tensor::from_shape(&[N, N], &vec![0.5f32; N * N]).map_err(err)?,
+        )
+        .map_err(err)?;
+    let axes = "mk,kn->mn".parse().map_err(err)?;
+    let c = m
+        .wire_node("mm", EinSum::new(axes, f32::datum_type()), &[a, b])
+        .map_err(err)?;
+    m.select_output_outlets(&c).map_err(err)?;
+    let plan = m
+        .into_optimized()
+        .map_err(err)?
+        .into_runnable()
+        .map_err(err)?;
+    let input = tract_onnx::prelude::Tensor::from_shape(&[N, N], &vec![0.25f32; N * N])
+        .map_err(err)?
+        .into_tvalue();
+    plan.run(tvec!(input.clone())).map_err(err)?;
+    let start = std::time::Instant::now();
+    let mut runs = 0u32;
+    while runs < 3 || start.elapsed() < budget {
+        plan.run(tvec!(input.clone())).map_err(err)?;
+        runs += 1;
+    }
+    Ok(2.0 * (N * N * N) as f64 * f64::from(runs) / start.elapsed().as_secs_f64())
+}

@@ -839,6 +839,7 @@ fn emit_summary(
             "source_lost": cstats.lost.load(Ordering::Relaxed),
             "mqtt": {"acked": mqtt_acked, "published": mqtt_published, "dropped": mqtt_dropped},
             "duration_s": started.elapsed().as_secs_f64(),
+            "peak_rss_mib": crate::bench::peak_rss_mib(),
             "reason": reason,
         }),
     );
