@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// (also implied by an `mjpeg:` sink).
     #[arg(long)]
     pub http: Option<String>,
+    /// Bearer token the HTTP server requires on every path but `/healthz`
+    /// (also `FAKEWATCH_HTTP_TOKEN`; at least 8 characters).
+    #[arg(long)]
+    pub http_token: Option<String>,
     /// Seconds between `stats` events (0: none).
     #[arg(long)]
     pub stats_interval: Option<f64>,
@@ -135,6 +139,7 @@ impl RunArgs {
             threshold,
             queue,
             http,
+            http_token,
             stats_interval,
             spool_dir,
             spool_max_mb,
@@ -168,6 +173,7 @@ impl RunArgs {
             threshold,
             queue,
             http,
+            http_token,
             stats_interval,
             spool_dir,
             spool_max_mb,

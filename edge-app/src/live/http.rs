@@ -2,8 +2,14 @@
 //! latest frame (`/frame.jpg`), a status page (`/`) fed by `/status.json`,
 //! Prometheus `/metrics` and `/healthz`. Plain `std::net`, one thread per
 //! client, a bounded number of clients.
+//!
+//! Exposure: an address given as a bare port binds to 127.0.0.1 only; with a
+//! bearer token every path but `/healthz` needs `Authorization: Bearer TOKEN`
+//! (or `?token=TOKEN`, which the status page passes on to its requests).
+//! Request heads are bounded ([`MAX_REQUEST_HEAD`] bytes, [`MAX_HEADERS`]
+//! lines); only the fixed paths below exist, nothing is read from disk.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -16,6 +22,28 @@ use serde::Serialize;
 pub const MAX_CLIENTS: usize = 16;
 /// `/healthz` fails when no frame was processed for this long.
 pub const HEALTH_STALE: Duration = Duration::from_secs(5);
+/// Longest request head (request line and headers) read, bytes.
+pub const MAX_REQUEST_HEAD: u64 = 16 * 1024;
+/// Most header lines read.
+pub const MAX_HEADERS: usize = 64;
+
+/// An HTTP listen address: `PORT` or `:PORT` (127.0.0.1), `localhost:PORT`,
+/// or `HOST:PORT` (e.g. `0.0.0.0:8080` to serve the network).
+pub fn parse_addr(s: &str) -> Result<SocketAddr> {
+    let s = s.trim();
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("address {s:?}: bad port"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .with_context(|| format!("address {s:?}: expected PORT, localhost:PORT or HOST:PORT"))
+}
 
 /// A track as shown on the status page.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -75,6 +103,7 @@ pub struct HttpState {
     last_snapshot: Mutex<Option<Instant>>,
     last_frame: Mutex<Option<Instant>>,
     stop: AtomicBool,
+    token: Option<String>,
 }
 
 impl HttpState {
@@ -90,6 +119,7 @@ impl HttpState {
             last_snapshot: Mutex::new(None),
             last_frame: Mutex::new(None),
             stop: AtomicBool::new(false),
+            token: None,
         }
     }
 
@@ -133,22 +163,44 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` and serves in the background.
-    pub fn start(addr: SocketAddr) -> Result<Self> {
+    /// Binds `addr` and serves in the background; with `token`, every path
+    /// but `/healthz` needs it.
+    pub fn start(addr: SocketAddr, token: Option<String>) -> Result<Self> {
+        if token
+            .as_deref()
+            .is_some_and(|t| t.len() < 8 || t.chars().any(char::is_whitespace))
+        {
+            anyhow::bail!("the HTTP token must be at least 8 characters without spaces");
+        }
         let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let state = Arc::new(HttpState::new());
+        let open = token.is_none();
+        let mut state = HttpState::new();
+        state.token = token;
+        let state = Arc::new(state);
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || accept_loop(&listener, &st))?;
-        log::info!("serving status and preview on http://{addr}/");
+        if open && !addr.ip().is_loopback() {
+            log::warn!(
+                "serving status and preview on http://{addr}/ to the network without a token \
+                 (set --http-token)"
+            );
+        } else {
+            log::info!("serving status and preview on http://{addr}/");
+        }
         Ok(Self {
             state,
             addr,
             thread: Some(thread),
         })
+    }
+
+    /// Whether requests need no token.
+    pub fn is_open(&self) -> bool {
+        self.state.token.is_none()
     }
 
     /// The shared state.
@@ -214,19 +266,92 @@ fn respond(mut s: &TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io
     s.flush()
 }
 
+/// A request head: the request line and lower-cased header names with values.
+struct Head {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Reads a request head of at most [`MAX_REQUEST_HEAD`] bytes and
+/// [`MAX_HEADERS`] lines; `None` when it is longer, cut off or not UTF-8.
+fn read_head(stream: &TcpStream) -> Option<Head> {
+    let mut reader = BufReader::new(stream).take(MAX_REQUEST_HEAD);
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 || !line.ends_with('\n') {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 || !h.ends_with('\n') {
+            return None;
+        }
+        let t = h.trim_end();
+        if t.is_empty() {
+            break;
+        }
+        if headers.len() == MAX_HEADERS {
+            return None;
+        }
+        if let Some((k, v)) = t.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut parts = line.split_whitespace();
+    Some(Head {
+        method: parts.next().unwrap_or("").to_string(),
+        target: parts.next().unwrap_or("").to_string(),
+        headers,
+    })
+}
+
+/// Equal strings, compared in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Whether `head` carries `token` (bearer header or `token=` query value).
+fn authorized(head: &Head, token: &str) -> bool {
+    let bearer = head
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "authorization")
+        .filter_map(|(_, v)| v.strip_prefix("Bearer "))
+        .any(|v| same_secret(v.trim(), token));
+    let query = head
+        .target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("token="))
+        .any(|v| same_secret(v, token));
+    bearer || query
+}
+
 fn serve(stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Skip the headers.
-    let mut h = String::new();
-    while reader.read_line(&mut h)? > 2 {
-        h.clear();
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let Some(head) = read_head(&stream) else {
+        respond(
+            &stream,
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            b"request head too large or malformed\n",
+        )?;
+        // Read (and drop) a little of what the client still sends, so closing
+        // with unread data does not reset the connection before it reads the answer.
+        stream.shutdown(std::net::Shutdown::Write)?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let _ = std::io::copy(&mut (&stream).take(1 << 20), &mut std::io::sink());
+        return Ok(());
+    };
+    let (method, path) = (head.method.as_str(), head.target.as_str());
     if method != "GET" {
         return respond(
             &stream,
@@ -236,6 +361,16 @@ fn serve(stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
         );
     }
     let path = path.split('?').next().unwrap_or("");
+    if let Some(token) = &state.token {
+        if path != "/healthz" && !authorized(&head, token) {
+            let mut s = &stream;
+            write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nunauthorized\n"
+            )?;
+            return s.flush();
+        }
+    }
     match path {
         "/" | "/index.html" => respond(
             &stream,
@@ -443,7 +578,7 @@ img{max-width:100%;margin-top:.5rem;border:1px solid #333}
 function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
 async function tick(){
   try{
-    const s=await (await fetch('/status.json',{cache:'no-store'})).json();
+    const s=await (await fetch('/status.json'+location.search,{cache:'no-store'})).json();
     const v=document.getElementById('verdict');v.textContent=s.label;v.className=s.label;
     document.getElementById('score').textContent='P(fake) '+fmt(s.score);
     document.getElementById('figures').textContent=
@@ -455,7 +590,7 @@ async function tick(){
   }catch(e){document.getElementById('figures').textContent='disconnected'}
 }
 setInterval(tick,500);tick();
-window.addEventListener('load',()=>{document.getElementById('preview').src='/stream.mjpg'});
+window.addEventListener('load',()=>{document.getElementById('preview').src='/stream.mjpg'+location.search});
 </script></body></html>
 "#;
 
@@ -465,8 +600,12 @@ mod tests {
     use std::io::Read;
 
     fn get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+        raw(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+    }
+
+    fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(request.as_bytes()).unwrap();
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).unwrap();
         let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -478,7 +617,8 @@ mod tests {
 
     #[test]
     fn serves_status_metrics_health_and_snapshots() {
-        let server = HttpServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        assert!(server.is_open());
         let addr = server.addr();
         assert!(get(addr, "/healthz").0.contains("503"));
         server.state().set_status(Status {
@@ -508,5 +648,86 @@ mod tests {
         t.join().unwrap();
         assert!(head.contains("image/jpeg"));
         assert_eq!(body, [0xff, 0xd8, 1, 2]);
+    }
+
+    #[test]
+    fn addresses_default_to_loopback() {
+        assert_eq!(
+            parse_addr("8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr(":8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("0.0.0.0:8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert!(parse_addr("host").is_err());
+        assert!(parse_addr("70000").is_err());
+    }
+
+    #[test]
+    fn token_guards_everything_but_health_and_heads_are_bounded() {
+        assert!(HttpServer::start("127.0.0.1:0".parse().unwrap(), Some("short".into())).is_err());
+        let token = "s3cret-token";
+        let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), Some(token.into())).unwrap();
+        assert!(!server.is_open());
+        let addr = server.addr();
+        server.state().set_status(Status {
+            frames_in: 3,
+            ..Status::default()
+        });
+        for path in [
+            "/",
+            "/status.json",
+            "/metrics",
+            "/frame.jpg",
+            "/stream.mjpg",
+        ] {
+            let (head, body) = get(addr, path);
+            assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+            assert!(head.contains("WWW-Authenticate: Bearer"));
+            assert_eq!(body, b"unauthorized\n");
+            let wrong = raw(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer s3cret-tokem\r\n\r\n"),
+            );
+            assert!(wrong.0.starts_with("HTTP/1.1 401"), "{path}");
+        }
+        assert!(get(addr, "/healthz").0.contains("200"));
+        let (head, body) = raw(
+            addr,
+            &format!(
+                "GET /status.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ),
+        );
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["frames_in"], 3);
+        let (head, body) = get(addr, &format!("/?token={token}"));
+        assert!(head.starts_with("HTTP/1.1 200"));
+        // The page passes its query on to the JSON and stream requests.
+        assert!(String::from_utf8_lossy(&body).contains("'/status.json'+location.search"));
+        // No file system behind the paths.
+        assert!(get(addr, &format!("/../../etc/passwd?token={token}"))
+            .0
+            .contains("404"));
+        assert!(
+            get(addr, &format!("/%2e%2e/%2e%2e/etc/passwd?token={token}"))
+                .0
+                .contains("404")
+        );
+        // An endless request line or too many headers: refused, not buffered.
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20_000));
+        assert!(raw(addr, &long).0.starts_with("HTTP/1.1 431"));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(100));
+        assert!(raw(addr, &many).0.starts_with("HTTP/1.1 431"));
+        assert!(raw(addr, "POST / HTTP/1.1\r\n\r\n").0.contains("405"));
     }
 }

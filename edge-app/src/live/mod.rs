@@ -408,13 +408,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         _ => None,
     });
     let http_addr = match (&a.http, mjpeg_addr) {
-        (Some(h), Some(m)) if h.parse().ok() != Some(m) => {
+        (Some(h), Some(m)) if http::parse_addr(h).ok() != Some(m) => {
             bail!("--http {h} and the mjpeg sink {m} must be the same address")
         }
-        (Some(h), _) => Some(h.parse().with_context(|| format!("--http {h:?}"))?),
+        (Some(h), _) => Some(http::parse_addr(h).with_context(|| format!("--http {h:?}"))?),
         (None, m) => m,
     };
-    let server = http_addr.map(HttpServer::start).transpose()?;
+    let token = a
+        .http_token
+        .clone()
+        .or_else(|| std::env::var("FAKEWATCH_HTTP_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let server = http_addr
+        .map(|addr| HttpServer::start(addr, token))
+        .transpose()?;
     let http_state = server.as_ref().map(|s| s.state().clone());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -473,7 +480,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             "start",
             json!({"source": source, "bundle": bundle.manifest().name, "threshold": decision.threshold,
                    "detect_every": detect_every, "pace": pace, "sinks": a.sink,
-                   "http": server.as_ref().map(|s| format!("http://{}/", s.addr())), "version": env!("CARGO_PKG_VERSION")}),
+                   "http": server.as_ref().map(|s| format!("http://{}/", s.addr())),
+                   "http_token": server.as_ref().map(|s| !s.is_open()), "version": env!("CARGO_PKG_VERSION")}),
         );
         let (mut sync_analyzer, worker) = if sync_analysis {
             (Some(&mut analyzer), None)

@@ -45,10 +45,11 @@ impl std::str::FromStr for SinkSpec {
         Ok(match kind {
             "file" => Self::File(rest.into()),
             "png-dir" => Self::PngDir(rest.into()),
-            "mjpeg" => Self::Mjpeg(
-                rest.parse()
-                    .with_context(|| format!("sink {s:?}: expected mjpeg:HOST:PORT"))?,
-            ),
+            "mjpeg" => {
+                Self::Mjpeg(super::http::parse_addr(rest).with_context(|| {
+                    format!("sink {s:?}: expected mjpeg:PORT or mjpeg:HOST:PORT")
+                })?)
+            }
             "fb" => {
                 let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let (mut size, mut bpp) = (None, None);
