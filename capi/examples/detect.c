@@ -1,7 +1,8 @@
 /* fakewatch C ABI example: score the faces of a binary PPM (P6) image pushed
  * N times as a stream, then print the verdict.
  *   cc detect.c -I../include -L<target>/debug -lfakewatch -o detect
- *   ./detect models/default photo.ppm [frames]
+ *   ./detect models/default photo.ppm [frames [public-key-hex]]
+ * With a public key the bundle must be signed by it (fw_open_signed).
  */
 #include <math.h>
 #include <stdio.h>
@@ -30,7 +31,7 @@ static unsigned char *read_ppm(const char *path, uint32_t *w, uint32_t *h) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s BUNDLE_DIR IMAGE.ppm [FRAMES]\n", argv[0]);
+    fprintf(stderr, "usage: %s BUNDLE_DIR IMAGE.ppm [FRAMES [PUBLIC_KEY_HEX]]\n", argv[0]);
     return 2;
   }
   int frames = argc > 3 ? atoi(argv[3]) : 2;
@@ -41,7 +42,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   printf("fakewatch %s\n", fw_version());
-  FwDetector *d = fw_open(argv[1]);
+  FwDetector *d = argc > 4 ? fw_open_signed(argv[1], argv[4]) : fw_open(argv[1]);
   if (!d) {
     fprintf(stderr, "fw_open: %s\n", fw_last_error());
     free(px);

@@ -95,6 +95,11 @@ const char *fw_version(void);
 // (short-lived threads inside [`fw_push_frame`]).
 struct FwDetector *fw_open(const char *bundle_dir);
 
+// As [`fw_open`], and refuses the bundle unless its `bundle.sig` is an
+// ed25519 signature of `bundle.json` by `public_key_hex` (64 hex digits, from
+// `fakewatch-train keygen`; checked before anything in the bundle is used).
+struct FwDetector *fw_open_signed(const char *bundle_dir, const char *public_key_hex);
+
 // Closes a detector (`NULL` is ignored).
 void fw_close(struct FwDetector *detector);
 

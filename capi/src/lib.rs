@@ -23,7 +23,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use fakewatch_sdk::backend::TractBackend;
-use fakewatch_sdk::bundle::Bundle;
+use fakewatch_sdk::bundle::{Bundle, PublicKey};
 use fakewatch_sdk::detector::Session;
 use fakewatch_sdk::{DeepfakeDetector, FrameRef, Label, PixelFormat};
 
@@ -171,29 +171,71 @@ pub extern "C" fn fw_version() -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn fw_open(bundle_dir: *const c_char) -> *mut FwDetector {
     guard(std::ptr::null_mut(), || {
-        if bundle_dir.is_null() {
-            return Err("bundle_dir is NULL".into());
-        }
-        // SAFETY: the caller passes a NUL-terminated string.
-        let dir = unsafe { CStr::from_ptr(bundle_dir) }
-            .to_str()
-            .map_err(|_| "bundle_dir is not UTF-8".to_string())?;
-        let bundle = Bundle::load(dir).map_err(|e| e.to_string())?;
-        if bundle.manifest().classifier.is_none() {
-            return Err(format!("bundle {dir} has no classifier"));
-        }
-        let mut det =
-            DeepfakeDetector::from_bundle(&bundle, &TractBackend).map_err(|e| e.to_string())?;
-        det.perception_mut()
-            .set_threads(fakewatch_sdk::parallel::available_threads());
-        let detector = Box::into_raw(Box::new(det));
-        // SAFETY: `detector` lives until `FwDetector` drops, after the session.
-        let session = unsafe { &*detector }.live_session();
-        Ok(Box::into_raw(Box::new(FwDetector {
-            session: Some(session),
-            detector,
-        })))
+        // SAFETY: forwarded from the caller.
+        unsafe { open(bundle_dir, std::ptr::null()) }
     })
+}
+
+/// As [`fw_open`], and refuses the bundle unless its `bundle.sig` is an
+/// ed25519 signature of `bundle.json` by `public_key_hex` (64 hex digits, from
+/// `fakewatch-train keygen`; checked before anything in the bundle is used).
+#[no_mangle]
+pub unsafe extern "C" fn fw_open_signed(
+    bundle_dir: *const c_char,
+    public_key_hex: *const c_char,
+) -> *mut FwDetector {
+    guard(std::ptr::null_mut(), || {
+        if public_key_hex.is_null() {
+            return Err("public_key_hex is NULL".into());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { open(bundle_dir, public_key_hex) }
+    })
+}
+
+/// Opens a bundle, checking its signature when `key_hex` is not NULL.
+///
+/// # Safety
+/// Both pointers are NULL or NUL-terminated strings.
+unsafe fn open(
+    bundle_dir: *const c_char,
+    key_hex: *const c_char,
+) -> Result<*mut FwDetector, String> {
+    if bundle_dir.is_null() {
+        return Err("bundle_dir is NULL".into());
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let dir = unsafe { CStr::from_ptr(bundle_dir) }
+        .to_str()
+        .map_err(|_| "bundle_dir is not UTF-8".to_string())?;
+    let key: Option<PublicKey> = if key_hex.is_null() {
+        None
+    } else {
+        // SAFETY: the caller passes a NUL-terminated string.
+        let text = unsafe { CStr::from_ptr(key_hex) }
+            .to_str()
+            .map_err(|_| "public_key_hex is not UTF-8".to_string())?;
+        Some(
+            text.parse()
+                .map_err(|e: fakewatch_sdk::Error| e.to_string())?,
+        )
+    };
+    let bundle =
+        Bundle::load_with(std::path::Path::new(dir), key.as_ref()).map_err(|e| e.to_string())?;
+    if bundle.manifest().classifier.is_none() {
+        return Err(format!("bundle {dir} has no classifier"));
+    }
+    let mut det =
+        DeepfakeDetector::from_bundle(&bundle, &TractBackend).map_err(|e| e.to_string())?;
+    det.perception_mut()
+        .set_threads(fakewatch_sdk::parallel::available_threads());
+    let detector = Box::into_raw(Box::new(det));
+    // SAFETY: `detector` lives until `FwDetector` drops, after the session.
+    let session = unsafe { &*detector }.live_session();
+    Ok(Box::into_raw(Box::new(FwDetector {
+        session: Some(session),
+        detector,
+    })))
 }
 
 /// Closes a detector (`NULL` is ignored).

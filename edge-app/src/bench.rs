@@ -329,7 +329,11 @@ fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Va
         "{}.events.ndjson",
         clip.file_stem().and_then(|s| s.to_str()).unwrap_or("clip")
     ));
-    let out = std::process::Command::new(std::env::current_exe()?)
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    if let Some(k) = crate::bundle_key() {
+        cmd.arg("--bundle-key").arg(k);
+    }
+    let out = cmd
         .arg("run")
         .arg("--source")
         .arg(clip)
@@ -506,7 +510,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "--faces must be in 1..=30"
     );
     let dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = Bundle::load(&dir)?;
+    let bundle = crate::load_bundle(&dir)?;
     let scorer = Scorer::from_bundle(&bundle, &TractBackend)
         .with_context(|| format!("bundle {}", dir.display()))?;
     let fl = flops(&bundle)?;

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use embedded_graphics::pixelcolor::Rgb888;
 use fakewatch_sdk::backend::TractBackend;
-use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::{Detection, Frame, Perception};
 use serde_json::json;
 
@@ -46,7 +45,7 @@ pub struct FacesArgs {
 
 pub fn run(a: FacesArgs) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = Bundle::load(&dir).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let bundle = crate::load_bundle(&dir)?;
     let mut perception = Perception::from_bundle(&bundle, &TractBackend)?;
     let threads = a
         .threads

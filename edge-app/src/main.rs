@@ -9,8 +9,9 @@ mod scan;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fakewatch_sdk::bundle::{Bundle, PublicKey};
 
 #[derive(Parser)]
 #[command(
@@ -19,8 +20,50 @@ use clap::{Parser, Subcommand};
     about = "Deepfake-video detection on the edge"
 )]
 struct Cli {
+    /// Refuse bundles not signed with this ed25519 public key (64 hex digits,
+    /// or a file holding them; also `FAKEWATCH_BUNDLE_KEY`). See
+    /// `fakewatch-train keygen` / `sign`.
+    #[arg(long, global = true, value_name = "HEX|FILE")]
+    bundle_key: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The public key bundles must be signed with, once parsed (`None`: unsigned
+/// bundles are accepted).
+static BUNDLE_KEY: std::sync::OnceLock<Option<PublicKey>> = std::sync::OnceLock::new();
+
+/// Parses `--bundle-key` or `FAKEWATCH_BUNDLE_KEY`: hex digits or a file of them.
+fn parse_bundle_key(flag: Option<String>) -> Result<Option<PublicKey>> {
+    let Some(v) = flag.or_else(|| std::env::var("FAKEWATCH_BUNDLE_KEY").ok()) else {
+        return Ok(None);
+    };
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let text = if std::path::Path::new(v).is_file() {
+        std::fs::read_to_string(v).with_context(|| format!("reading bundle key {v}"))?
+    } else {
+        v.to_string()
+    };
+    Ok(Some(
+        text.trim()
+            .parse()
+            .with_context(|| format!("bundle key {v:?}"))?,
+    ))
+}
+
+/// The configured bundle key as text, for child processes.
+pub fn bundle_key() -> Option<String> {
+    BUNDLE_KEY.get().copied().flatten().map(|k| k.to_string())
+}
+
+/// Loads a bundle, checking its signature when a key is configured.
+pub fn load_bundle(dir: &std::path::Path) -> Result<Bundle> {
+    let key = BUNDLE_KEY.get().copied().flatten();
+    Bundle::load_with(dir, key.as_ref())
+        .with_context(|| format!("loading bundle {}", dir.display()))
 }
 
 #[derive(Subcommand)]
@@ -39,6 +82,15 @@ enum Command {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    match parse_bundle_key(cli.bundle_key.clone()) {
+        Ok(k) => {
+            let _ = BUNDLE_KEY.set(k);
+        }
+        Err(e) => {
+            eprintln!("fakewatch: {e:#}");
+            std::process::exit(1);
+        }
+    }
     let res: Result<()> = match cli.command {
         Command::Scan(a) => scan::run(a),
         Command::Faces(a) => faces::run(a),

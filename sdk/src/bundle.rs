@@ -149,6 +149,36 @@ pub struct Bundle {
     manifest: BundleManifest,
 }
 
+/// Checks `dir/bundle.sig` against `bytes` (the manifest as read) and `key`.
+fn verify_signature(dir: &Path, bytes: &[u8], key: &PublicKey) -> Result<()> {
+    let path = dir.join(SIGNATURE_FILE);
+    let bad = |reason: String| Error::Bundle {
+        path: path.clone(),
+        reason,
+    };
+    let text = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > 1024 => return Err(bad("signature file is too large".into())),
+        Ok(_) => std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?,
+        Err(_) => return Err(bad(
+            "the bundle is not signed and a public key is configured: unsigned bundles are refused"
+                .into(),
+        )),
+    };
+    let sig =
+        hex_bytes::<64>(text.trim()).ok_or_else(|| bad("a signature is 128 hex digits".into()))?;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.0)
+        .map_err(|_| bad("the configured public key is not a valid ed25519 key".into()))?;
+    vk.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(&sig))
+        .map_err(|_| {
+            bad(format!(
+                "bundle.json is not signed by the configured key {key} (changed, or signed by another key)"
+            ))
+        })
+}
+
 /// sha256 of a file, hex encoded.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
@@ -170,10 +200,87 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The file beside `bundle.json` that holds its ed25519 signature (128 hex digits).
+pub const SIGNATURE_FILE: &str = "bundle.sig";
+
+/// An ed25519 public key bundles must be signed with (32 bytes; 64 hex digits
+/// as text). `bundle.json` lists every file's sha256, so its signature covers
+/// the models too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl std::str::FromStr for PublicKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bytes = hex_bytes::<32>(s.trim())
+            .ok_or_else(|| Error::config("a public key is 64 hex digits"))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| Error::config("not a valid ed25519 public key"))?;
+        Ok(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// `N` bytes from exactly `2N` hex digits.
+fn hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Signs `dir/bundle.json` with the ed25519 secret key `secret` (32 bytes),
+/// writing `dir/bundle.sig`; returns the public key devices must be given.
+pub fn sign(dir: impl AsRef<Path>, secret: &[u8; 32]) -> Result<PublicKey> {
+    use ed25519_dalek::Signer;
+    let dir = dir.as_ref();
+    let path = dir.join(BUNDLE_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let key = ed25519_dalek::SigningKey::from_bytes(secret);
+    let sig = key.sign(&bytes).to_bytes();
+    let hex: String = sig.iter().map(|b| format!("{b:02x}")).collect();
+    let out = dir.join(SIGNATURE_FILE);
+    std::fs::write(&out, hex + "\n").map_err(|source| Error::Io { path: out, source })?;
+    Ok(PublicKey(key.verifying_key().to_bytes()))
+}
+
+/// The public key of an ed25519 secret key.
+pub fn public_key(secret: &[u8; 32]) -> PublicKey {
+    PublicKey(
+        ed25519_dalek::SigningKey::from_bytes(secret)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
 impl Bundle {
     /// Reads `dir/bundle.json`, validates it, and checks every file's sha256.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::load_with(dir.as_ref(), None)
+    }
+
+    /// As [`Self::load`], and refuses the bundle unless `bundle.sig` is a
+    /// valid ed25519 signature of `bundle.json`'s bytes by `key` (checked
+    /// before anything in it is parsed or any model file is read).
+    pub fn load_signed(dir: impl AsRef<Path>, key: &PublicKey) -> Result<Self> {
+        Self::load_with(dir.as_ref(), Some(key))
+    }
+
+    /// [`Self::load_signed`] when `key` is given, else [`Self::load`].
+    pub fn load_with(dir: &Path, key: Option<&PublicKey>) -> Result<Self> {
+        let dir = dir.to_path_buf();
         let path = dir.join(BUNDLE_FILE);
         let bad = |reason: String| Error::Bundle {
             path: path.clone(),
@@ -189,18 +296,22 @@ impl Bundle {
                 meta.len()
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;
+        if let Some(key) = key {
+            verify_signature(&dir, &bytes, key)?;
+        }
         let manifest: BundleManifest =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         let bundle = Self { dir, manifest };
         bundle.validate()?;
         Ok(bundle)
     }
 
     fn validate(&self) -> Result<()> {
+        // (The signature, if any, was checked on the bytes this came from.)
         let m = &self.manifest;
         let bad = |reason: String| Error::Bundle {
             path: self.dir.join(BUNDLE_FILE),

@@ -101,3 +101,47 @@ fn malformed_manifests_are_refused() {
     assert!(Bundle::load(d.join("b")).is_err());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn signatures_are_checked_when_a_key_is_configured() {
+    use fakewatch_sdk::bundle::{public_key, sign, PublicKey, SIGNATURE_FILE};
+    let d = tmpdir("signed");
+    copy_bundle(&d);
+    let b = d.join("b");
+    let secret = [7u8; 32];
+    let key = public_key(&secret);
+    // Unsigned: fine without a key, refused with one.
+    assert!(Bundle::load(&b).is_ok());
+    let err = Bundle::load_signed(&b, &key).unwrap_err().to_string();
+    assert!(err.contains("not signed"), "{err}");
+    // Signed: accepted with the right key, refused with another.
+    assert_eq!(sign(&b, &secret).unwrap(), key);
+    assert!(Bundle::load_signed(&b, &key).is_ok());
+    let other = public_key(&[8u8; 32]);
+    let err = Bundle::load_signed(&b, &other).unwrap_err().to_string();
+    assert!(err.contains("not signed by the configured key"), "{err}");
+    // Keys round-trip through hex; bad keys are config errors.
+    let text = key.to_string();
+    assert_eq!(text.len(), 64);
+    assert_eq!(text.parse::<PublicKey>().unwrap(), key);
+    assert!("abc".parse::<PublicKey>().is_err());
+    assert!("zz".repeat(32).parse::<PublicKey>().is_err());
+    // One changed byte of bundle.json (a threshold) breaks the signature
+    // before anything in it is used.
+    let manifest = b.join("bundle.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("0.7", "0.1", 1)).unwrap();
+    assert!(
+        Bundle::load(&b).is_ok(),
+        "still a valid bundle without a key"
+    );
+    let err = Bundle::load_signed(&b, &key).unwrap_err().to_string();
+    assert!(err.contains("not signed by the configured key"), "{err}");
+    // A garbled signature file.
+    std::fs::write(&manifest, text).unwrap();
+    assert!(Bundle::load_signed(&b, &key).is_ok());
+    std::fs::write(b.join(SIGNATURE_FILE), "not hex").unwrap();
+    let err = Bundle::load_signed(&b, &key).unwrap_err().to_string();
+    assert!(err.contains("128 hex digits"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -70,4 +70,18 @@ fn c_example_scores_the_test_photo() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("fw_open: "));
+    // With a public key configured, the unsigned shipped bundle is refused.
+    let o = Command::new(&exe)
+        .arg(root().join("models/default"))
+        .arg(&ppm)
+        .arg("1")
+        .arg(fakewatch_sdk::bundle::public_key(&[7; 32]).to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fw_open: ") && err.contains("not signed"),
+        "{err}"
+    );
 }

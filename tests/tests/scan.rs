@@ -171,3 +171,87 @@ fn shared_media_scores() {
     let scored = objs.iter().filter(|o| o["score"].is_number()).count();
     assert!(scored >= objs.len() - 1, "{scored}/{} scored", objs.len());
 }
+
+#[test]
+fn signed_bundles_keygen_sign_and_refusals() {
+    let dir = scratch("signed");
+    // A signed copy of the default bundle (models referenced in place).
+    let b = dir.join("models/signed");
+    std::fs::create_dir_all(&b).unwrap();
+    let src = root().join("models/default");
+    for f in ["head.onnx", "classifier.onnx"] {
+        std::fs::copy(src.join(f), b.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(src.join("bundle.json")).unwrap();
+    // Its "../*.onnx" paths resolve to links to the repository's models.
+    std::fs::write(b.join("bundle.json"), &manifest).unwrap();
+    for f in [
+        "mtcnn_pnet.onnx",
+        "mtcnn_rnet.onnx",
+        "mtcnn_onet.onnx",
+        "facenet.onnx",
+    ] {
+        std::os::unix::fs::symlink(root().join("models").join(f), dir.join("models").join(f))
+            .unwrap();
+    }
+    let key = dir.join("fw.key");
+    let out = run("fakewatch-train", &["keygen", key.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(dir.join("fw.key.pub")).unwrap();
+    assert_eq!(public.trim().len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "secret key readable by its owner only");
+    let again = run("fakewatch-train", &["keygen", key.to_str().unwrap()]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "an existing key is not overwritten"
+    );
+
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["scan", "--json", "--bundle", b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(t1.to_str().unwrap());
+        run("fakewatch", &args)
+    };
+    // Unsigned and a key configured: refused, naming why.
+    let pub_path = dir.join("fw.key.pub");
+    let o = scan(&["--bundle-key", pub_path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("not signed"), "{err}");
+    // Signed: accepted with its key (as hex and as a file), refused with another.
+    let o = run(
+        "fakewatch-train",
+        &["sign", b.to_str().unwrap(), "--key", key.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), public.trim());
+    for k in [public.trim(), pub_path.to_str().unwrap()] {
+        let o = scan(&["--bundle-key", k]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v = &ndjson(&o.stdout)[0];
+        assert_eq!(v["faces"], 6, "{v}");
+    }
+    let other = fakewatch_sdk::bundle::public_key(&[9; 32]).to_string();
+    let o = scan(&["--bundle-key", &other]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not signed by the configured key"));
+    let o = scan(&["--bundle-key", "xyz"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("64 hex digits"));
+    // A changed threshold in the signed manifest is refused.
+    std::fs::write(
+        b.join("bundle.json"),
+        manifest.replacen("\"threshold\": 0.", "\"threshold\": 0.0", 1),
+    )
+    .unwrap();
+    let o = scan(&["--bundle-key", public.trim()]);
+    assert_eq!(o.status.code(), Some(1));
+}

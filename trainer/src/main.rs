@@ -11,6 +11,7 @@ mod logistic;
 mod metrics;
 mod onnx;
 mod plot;
+mod signing;
 mod triplet;
 mod tsne;
 
@@ -64,6 +65,21 @@ enum Command {
     /// Train, evaluate and write a bundle from a labelled dataset (the
     /// paper's method end to end; configuration in a JSON file).
     Fit(fit::FitArgs),
+    /// Make an ed25519 key pair for signing bundles: OUT (secret, mode 0600)
+    /// and OUT.pub (give it to the devices).
+    Keygen {
+        /// Secret key file to create.
+        out: PathBuf,
+    },
+    /// Sign a bundle's bundle.json (which lists every file's sha256) with a
+    /// secret key, writing bundle.sig next to it.
+    Sign {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// Secret key file from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 fn main() {
@@ -77,6 +93,15 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fit(a) => fit::run(a),
+        Command::Keygen { out } => {
+            let public = signing::keygen(&out)?;
+            println!("{}", public.display());
+            Ok(())
+        }
+        Command::Sign { bundle, key } => {
+            println!("{}", signing::sign_bundle(&bundle, &key)?);
+            Ok(())
+        }
         Command::Embed {
             dataset,
             bundle,

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use fakewatch_sdk::backend::TractBackend;
-use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::detector::Session;
 use fakewatch_sdk::score::TrackVerdict;
 use fakewatch_sdk::{BBox, DeepfakeDetector, Label};
@@ -372,8 +371,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let pace = !a.no_pace;
 
     let bundle_dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = Bundle::load(&bundle_dir)
-        .with_context(|| format!("loading bundle {}", bundle_dir.display()))?;
+    let bundle = crate::load_bundle(&bundle_dir)?;
     if bundle.manifest().classifier.is_none() {
         bail!(
             "bundle {} has no classifier: `run` needs a trained bundle (models/default)",
