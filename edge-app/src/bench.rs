@@ -81,6 +81,16 @@ pub struct BenchArgs {
     /// Where generated clips go (default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Soak: run `fakewatch run --loop` on a generated 720p clip for this many
+    /// seconds, sampling its RSS every --soak-interval, and report the slope.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
+    /// Seconds between RSS samples of a soak.
+    #[arg(long, default_value_t = 60)]
+    soak_interval: u64,
+    /// Fail the soak when RSS grows faster than this (MiB per hour, after warm-up).
+    #[arg(long)]
+    max_rss_slope: Option<f64>,
     /// Print one JSON object per case instead of tables.
     #[arg(long)]
     json: bool,
@@ -112,10 +122,33 @@ fn median(mut v: Vec<Duration>) -> f64 {
 
 /// Peak resident set size of this process in MiB (Linux), if known.
 pub fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
+/// Resident set size of this process now, in MiB (Linux), if known.
+pub fn rss_mib() -> Option<f64> {
+    proc_status_mib("VmRSS:")
+}
+
+fn proc_status_mib(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Least-squares slope of `y` over `x` (`None` with fewer than two distinct x).
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let (mx, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
 }
 
 /// `480p`, `720p`, `1080p` or `WxH`.
@@ -323,8 +356,23 @@ fn write_clip(_: &image::RgbImage, _: u32, _: u32, _: u32, _: &Path) -> Result<(
     bail!("--scan/--live/--reference need GStreamer (feature `gst`) to write clips")
 }
 
-/// `fakewatch run` on `clip` in a child process; its summary event.
+/// `fakewatch run` on `clip` in a child process; its events.
 fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Value> {
+    let events = live_events(clip, bundle, threads, dir, &[])?;
+    events
+        .into_iter()
+        .find(|v| v["event"] == "summary")
+        .context("no summary event")
+}
+
+/// Runs `fakewatch run --source clip` with `extra` arguments; all its events.
+fn live_events(
+    clip: &Path,
+    bundle: &Path,
+    threads: usize,
+    dir: &Path,
+    extra: &[String],
+) -> Result<Vec<Value>> {
     let events = dir.join(format!(
         "{}.events.ndjson",
         clip.file_stem().and_then(|s| s.to_str()).unwrap_or("clip")
@@ -343,8 +391,11 @@ fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Va
         .arg(threads.to_string())
         .arg("--events")
         .arg(format!("file:{}", events.display()))
-        .arg("--stats-interval")
-        .arg("0")
+        .args(if extra.is_empty() {
+            vec!["--stats-interval".to_string(), "0".to_string()]
+        } else {
+            extra.to_vec()
+        })
         .output()
         .context("starting fakewatch run")?;
     if !out.status.success() {
@@ -354,12 +405,96 @@ fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Va
         );
     }
     let text = std::fs::read_to_string(&events)?;
-    let summary = text
+    Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .context("no summary event")?;
-    Ok(summary)
+        .collect())
+}
+
+/// The soak: a looping paced clip for `secs`, RSS sampled from `stats` events.
+fn soak(
+    a: &BenchArgs,
+    p: &Perception,
+    bundle: &Path,
+    threads: usize,
+    secs: u64,
+    work: &Path,
+) -> Result<()> {
+    anyhow::ensure!(secs >= 10, "--soak needs at least 10 seconds");
+    anyhow::ensure!(a.soak_interval > 0, "--soak-interval must be > 0");
+    let patches = face_patches(p)?;
+    let n = a.faces.first().copied().unwrap_or(4);
+    let (w, h) = (1280, 720);
+    let canvas = generated(&patches, w, h, n, w / 20);
+    let clip = work.join("soak.mp4");
+    write_clip(&canvas, w, a.clip_frames, a.fps, &clip)?;
+    let extra: Vec<String> = [
+        "--loop".to_string(),
+        "--max-frames".to_string(),
+        (secs * u64::from(a.fps)).to_string(),
+        "--stats-interval".to_string(),
+        a.soak_interval.to_string(),
+    ]
+    .into();
+    let started = Instant::now();
+    let events = live_events(&clip, bundle, threads, work, &extra)?;
+    let samples: Vec<(f64, f64)> = events
+        .iter()
+        .filter(|v| v["event"] == "stats")
+        .filter_map(|v| Some((v["t_ms"].as_f64()? / 1e3, v["rss_mib"].as_f64()?)))
+        .collect();
+    // Warm-up (plans built, buffers grown): the first quarter, at most a minute.
+    let warm = (secs as f64 / 4.0).min(60.0);
+    let steady: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= warm)
+        .collect();
+    let per_hour = slope(&steady).map(|s| s * 3600.0);
+    let summary = events.iter().find(|v| v["event"] == "summary").cloned();
+    let report = json!({
+        "soak_seconds": secs, "wall_seconds": started.elapsed().as_secs_f64(),
+        "interval_s": a.soak_interval, "faces": n, "samples": samples,
+        "warmup_s": warm, "rss_slope_mib_per_hour": per_hour,
+        "summary": summary,
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "soak: {secs} s of a looping 720p clip with {n} faces, RSS every {} s",
+            a.soak_interval
+        );
+        for (t, r) in &samples {
+            println!("  t={t:7.1} s  rss {r:7.1} MiB");
+        }
+        if let Some(s) = &summary {
+            println!(
+                "  frames in {} processed {} dropped {} analysed {}; peak RSS {} MiB; errors {}",
+                s["frames_in"],
+                s["frames_processed"],
+                s["dropped"],
+                s["frames_analyzed"],
+                s["peak_rss_mib"],
+                s["errors"]
+            );
+        }
+        match per_hour {
+            Some(v) => println!("  RSS slope after {warm:.0} s warm-up: {v:+.2} MiB/hour"),
+            None => println!("  too few samples after the warm-up for a slope"),
+        }
+    }
+    if let (Some(limit), Some(v)) = (a.max_rss_slope, per_hour) {
+        anyhow::ensure!(
+            v <= limit,
+            "RSS grows {v:.1} MiB/hour, above the {limit} limit"
+        );
+    }
+    anyhow::ensure!(
+        a.max_rss_slope.is_none() || per_hour.is_some(),
+        "too few RSS samples for a slope (use a longer --soak or shorter --soak-interval)"
+    );
+    Ok(())
 }
 
 /// Per sampled frame: (frame index, boxes+scores+p_fake) from fakewatch.
@@ -547,6 +682,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
             fl.peak * 1e-9
         );
     }
+    if let Some(secs) = a.soak {
+        let mut p = Perception::from_bundle(&bundle, &TractBackend)?;
+        p.set_threads(threads);
+        let r = soak(&a, &p, &dir, threads, secs, &work);
+        if a.work_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return r;
+    }
     for (plan_name, policy) in policies {
         let mut p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
         p.set_threads(threads);
@@ -733,5 +877,28 @@ fn print_case(o: &Value) {
             r["speedup"].as_f64().unwrap_or(0.0),
             r["agreement"]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line_and_of_too_little() {
+        let pts: Vec<(f64, f64)> = (0..10)
+            .map(|i| (f64::from(i), 3.0 + 0.5 * f64::from(i)))
+            .collect();
+        assert!((slope(&pts).unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(slope(&pts[..1]), None);
+        assert_eq!(slope(&[(1.0, 2.0), (1.0, 3.0)]), None);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("720p").unwrap(), (1280, 720));
+        assert_eq!(parse_size("640x360").unwrap(), (640, 360));
+        assert!(parse_size("10x10").is_err());
+        assert!(parse_size("big").is_err());
     }
 }

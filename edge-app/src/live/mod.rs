@@ -621,7 +621,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                            "frames_analyzed": s.frames_analyzed, "dropped": s.dropped,
                            "input_fps": s.input_fps, "processed_fps": s.processed_fps,
                            "analysis_latency_ms": s.analysis_latency_ms, "tracks": s.tracks.len(),
-                           "label": s.label, "score": s.score}),
+                           "label": s.label, "score": s.score,
+                           "rss_mib": crate::bench::rss_mib()}),
                 );
             }
         }
