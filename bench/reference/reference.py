@@ -38,14 +38,16 @@ def frames_of(path, n):
     t0 = time.perf_counter()
     w, h, raw = decode_raw(path)
     DECODE_SECONDS[0] = time.perf_counter() - t0
-    size = w * h * 3
+    stride = (w * 3 + 3) & ~3  # GStreamer pads RGB rows to 4 bytes
+    size = stride * h
     total = len(raw) // size
     if n >= total:
         idx = list(range(total))
     else:
         idx = [((2 * i + 1) * total) // (2 * n) for i in range(n)]
     for k in idx:
-        yield k, np.frombuffer(raw, np.uint8, size, k * size).reshape(h, w, 3)
+        rows = np.frombuffer(raw, np.uint8, size, k * size).reshape(h, stride)
+        yield k, np.ascontiguousarray(rows[:, : w * 3]).reshape(h, w, 3)
 
 
 def decode_raw(path):

@@ -408,7 +408,8 @@ pub fn tract_flops(path: &Path, shape: &[usize]) -> Result<f64> {
 }
 
 /// The f32 matrix-multiply throughput tract reaches on one core of this
-/// machine (FLOP/s), from a 512 × 512 × 512 product run for about `budget`.
+/// machine (FLOP/s): the fastest of repeated 512 × 512 × 512 products over
+/// about `budget`.
 pub fn tract_peak_flops(budget: std::time::Duration) -> Result<f64> {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     const N: usize = 512;
@@ -435,11 +436,15 @@ pub fn tract_peak_flops(budget: std::time::Duration) -> Result<f64> {
         .map_err(err)?
         .into_tvalue();
     plan.run(tvec!(input.clone())).map_err(err)?;
+    // The best of single runs: on a shared machine the mean undercounts.
     let start = std::time::Instant::now();
+    let mut best = f64::INFINITY;
     let mut runs = 0u32;
-    while runs < 3 || start.elapsed() < budget {
+    while runs < 5 || start.elapsed() < budget {
+        let t = std::time::Instant::now();
         plan.run(tvec!(input.clone())).map_err(err)?;
+        best = best.min(t.elapsed().as_secs_f64());
         runs += 1;
     }
-    Ok(2.0 * (N * N * N) as f64 * f64::from(runs) / start.elapsed().as_secs_f64())
+    Ok(2.0 * (N * N * N) as f64 / best)
 }
