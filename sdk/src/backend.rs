@@ -247,17 +247,11 @@ impl TractModel {
     /// An optimised plan for a concrete input shape, from the parsed file.
     fn build(&self, shape: &[usize]) -> Result<Plan> {
         let err = |e: TractError| Error::model(self.name.clone(), format!("{e:#}"));
-        let mut m = self
+        let m = self
             .inference
             .clone()
             .ok_or_else(|| Error::model(&self.name, "no model to plan from"))?;
-        m.set_input_fact(0, f32::fact(shape).into()).map_err(err)?;
-        let typed = m
-            .into_typed()
-            .map_err(err)?
-            .into_decluttered()
-            .map_err(err)?;
-        let (typed, host) = detach_softmax(typed).map_err(err)?;
+        let (typed, host) = typed_at(m, shape).and_then(detach_softmax).map_err(err)?;
         if host != self.host_softmax {
             return Err(Error::model(
                 &self.name,
@@ -320,6 +314,16 @@ impl InferenceModel for TractModel {
     }
 }
 
+/// The parsed model typed and decluttered with its input fixed to `shape`
+/// (faster plans than fixing the shape of an already typed symbolic model).
+fn typed_at(
+    mut m: tract_onnx::prelude::InferenceModel,
+    shape: &[usize],
+) -> TractResult<TypedModel> {
+    m.set_input_fact(0, f32::fact(shape).into())?;
+    m.into_typed()?.into_decluttered()
+}
+
 /// Replaces every model output produced by a plain f32 softmax over one axis
 /// with the softmax's input, and returns which axis to normalise on the host.
 fn detach_softmax(mut typed: TypedModel) -> TractResult<(TypedModel, Vec<Option<usize>>)> {
@@ -380,13 +384,8 @@ pub fn tract_flops(path: &Path, shape: &[usize]) -> Result<f64> {
     use tract_onnx::tract_core::ops::Cost;
     let name = path.display().to_string();
     let err = |e: TractError| Error::model(name.clone(), format!("{e:#}"));
-    let mut m = tract_onnx::onnx().model_for_path(path).map_err(err)?;
-    m.set_input_fact(0, f32::fact(shape).into()).map_err(err)?;
-    let typed = m
-        .into_typed()
-        .map_err(err)?
-        .into_decluttered()
-        .map_err(err)?;
+    let m = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+    let typed = typed_at(m, shape).map_err(err)?;
     let mut fma = 0f64;
     for node in typed.nodes() {
         let inputs: Vec<&TypedFact> = node

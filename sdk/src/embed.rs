@@ -165,47 +165,42 @@ impl Embedder {
 
     /// Embeds the faces `dets` of `frame` (one embedding per detection, in order).
     pub fn embed_detections(&self, frame: &Frame, dets: &[Detection]) -> Result<Vec<Embedding>> {
-        let item = self.aligner.item_len();
         let norm = self.config.normalize();
-        let chunks: Vec<&[Detection]> = dets.chunks(self.batch()).collect();
-        let parts = crate::parallel::map(
-            &chunks,
-            self.threads,
-            |c| c.len() as f64,
-            |chunk| {
-                let mut data = vec![0f32; chunk.len() * item];
-                for (d, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
-                    self.aligner.align_into(frame, d, norm, buf)?;
-                }
-                self.run(chunk.len(), data)
-            },
-        )?;
-        Ok(parts.into_iter().flatten().collect())
+        self.embed_items(dets, |d, buf| self.aligner.align_into(frame, d, norm, buf))
     }
 
     /// Embeds whole images that already are aligned faces (resized to the input size).
     pub fn embed_crops(&self, crops: &[Frame]) -> Result<Vec<Embedding>> {
         let [_, h, w] = self.config.input;
-        let item = 3 * h * w;
         let norm = self.config.normalize();
-        let chunks: Vec<&[Frame]> = crops.chunks(self.batch()).collect();
+        self.embed_items(crops, |f, buf| {
+            let full = crate::resample::Rect::full(f);
+            if crate::resample::resize_area_chw(f, full, w, h, norm, buf) {
+                Ok(())
+            } else {
+                Err(Error::frame("crop cannot be resized"))
+            }
+        })
+    }
+
+    /// Fills one input per item with `fill`, runs the backbone in chunks of
+    /// its preferred batch spread over the threads; embeddings in item order.
+    fn embed_items<T: Sync>(
+        &self,
+        items: &[T],
+        fill: impl Fn(&T, &mut [f32]) -> Result<()> + Sync,
+    ) -> Result<Vec<Embedding>> {
+        let [c, h, w] = self.config.input;
+        let item = c * h * w;
+        let chunks: Vec<&[T]> = items.chunks(self.batch()).collect();
         let parts = crate::parallel::map(
             &chunks,
             self.threads,
             |c| c.len() as f64,
             |chunk| {
                 let mut data = vec![0f32; chunk.len() * item];
-                for (f, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
-                    if !crate::resample::resize_area_chw(
-                        f,
-                        crate::resample::Rect::full(f),
-                        w,
-                        h,
-                        norm,
-                        buf,
-                    ) {
-                        return Err(Error::frame("crop cannot be resized"));
-                    }
+                for (x, buf) in chunk.iter().zip(data.chunks_exact_mut(item)) {
+                    fill(x, buf)?;
                 }
                 self.run(chunk.len(), data)
             },
