@@ -47,6 +47,9 @@ impl MjpegAvi {
             path: path.into(),
             source,
         })?;
+        if !meta.is_file() {
+            return Err(bad(path, "not a regular file"));
+        }
         if meta.len() > MAX_AVI_BYTES {
             return Err(bad(path, format!("{} bytes is too large", meta.len())));
         }

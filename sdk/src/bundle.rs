@@ -20,6 +20,8 @@ pub const BUNDLE_FORMAT: u32 = 1;
 pub const BUNDLE_FILE: &str = "bundle.json";
 /// Largest accepted `bundle.json`.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Largest model file a bundle may list (bytes).
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 
 /// The detector section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -290,6 +292,9 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
+        if !meta.is_file() {
+            return Err(bad("is not a regular file".into()));
+        }
         if meta.len() > MAX_MANIFEST_BYTES {
             return Err(bad(format!(
                 "{} bytes exceeds the {MAX_MANIFEST_BYTES} byte limit",
@@ -344,6 +349,21 @@ impl Bundle {
         }
         for (name, want) in &m.files {
             let p = self.resolve(name)?;
+            // Only regular files of bounded size are hashed: a manifest naming
+            // `../../dev/zero` or a FIFO must not hang the loader.
+            let meta = std::fs::metadata(&p).map_err(|source| Error::Io {
+                path: p.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(bad(format!("{name} is not a regular file")));
+            }
+            if meta.len() > MAX_MODEL_BYTES {
+                return Err(bad(format!(
+                    "{name}: {} bytes exceeds the {MAX_MODEL_BYTES} byte limit",
+                    meta.len()
+                )));
+            }
             let got = sha256_file(&p)?;
             if !got.eq_ignore_ascii_case(want) {
                 return Err(bad(format!(

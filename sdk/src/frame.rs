@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// allocation (8K UHD is 7680 × 4320).
 pub const MAX_FRAME_SIDE: u32 = 8192;
 
+/// Largest image file [`Frame::load`] reads (bytes).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
 /// Pixel layouts accepted by [`FrameRef`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -287,10 +290,19 @@ impl Frame {
     /// converted to RGB8). Dimensions are checked before pixels are decoded.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.into(),
             source,
-        })?;
+        };
+        // Regular files of bounded size only (not /dev/zero, a FIFO or a 4 GB blob).
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() || meta.len() > MAX_IMAGE_FILE_BYTES {
+            return Err(Error::ImageDecode {
+                path: path.into(),
+                reason: format!("not a regular file of at most {MAX_IMAGE_FILE_BYTES} bytes"),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         Self::decode(&bytes).map_err(|e| match e {
             Error::ImageDecode { reason, .. } => Error::ImageDecode {
                 path: path.into(),

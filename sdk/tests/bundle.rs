@@ -145,3 +145,26 @@ fn signatures_are_checked_when_a_key_is_configured() {
     assert!(err.contains("128 hex digits"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn only_regular_files_are_hashed() {
+    // A manifest that names /dev/zero (endless) or a directory is refused
+    // before hashing instead of hanging the loader.
+    let d = tmpdir("devzero");
+    copy_bundle(&d);
+    let b = d.join("b");
+    let manifest = std::fs::read_to_string(b.join("bundle.json")).unwrap();
+    let depth = b.components().count();
+    let zero = format!("{}dev/zero", "../".repeat(depth));
+    let mut v: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    v["files"][&zero] = serde_json::json!("00");
+    std::fs::write(b.join("bundle.json"), v.to_string()).unwrap();
+    let err = Bundle::load(&b).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    v["files"].as_object_mut().unwrap().remove(&zero);
+    v["files"]["../b"] = serde_json::json!("00");
+    std::fs::write(b.join("bundle.json"), v.to_string()).unwrap();
+    let err = Bundle::load(&b).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -92,6 +92,13 @@ fn hostile_and_odd_media_get_errors_or_unknown_and_the_scan_goes_on() {
         "audiotestsrc num-buffers=20 ! wavenc ! filesink location={}",
         p("audio.wav").display()
     ));
+    // Endless and non-regular "images": refused, not read forever.
+    std::os::unix::fs::symlink("/dev/zero", p("zero-dev.jpg")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(p("fifo.png"))
+        .status()
+        .unwrap();
+    assert!(fifo.success(), "mkfifo");
 
     let names = [
         "empty.jpg",
@@ -106,6 +113,8 @@ fn hostile_and_odd_media_get_errors_or_unknown_and_the_scan_goes_on() {
         "noface.png",
         "cut.avi",
         "audio.wav",
+        "zero-dev.jpg",
+        "fifo.png",
         "clip.avi",
     ];
     let args: Vec<String> = ["scan", "--json", "--frames", "3"]
@@ -138,12 +147,18 @@ fn hostile_and_odd_media_get_errors_or_unknown_and_the_scan_goes_on() {
         "empty.mp4",
         "text.mp4",
         "audio.wav",
+        "zero-dev.jpg",
+        "fifo.png",
     ] {
         let r = by_name(bad);
         assert!(r["error"].is_string(), "{bad}: {r}");
         assert_eq!(r["label"], "unknown", "{bad}");
         assert!(r["score"].is_null());
     }
+    assert!(by_name("zero-dev.jpg")["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a regular file"));
     assert!(by_name("huge.png")["error"]
         .as_str()
         .unwrap()
