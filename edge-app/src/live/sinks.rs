@@ -470,7 +470,12 @@ mod tests {
             "mjpeg:127.0.0.1:8080".parse::<SinkSpec>().unwrap(),
             SinkSpec::Mjpeg(_)
         ));
-        assert!("mjpeg:8080".parse::<SinkSpec>().is_err());
+        // A bare port serves on loopback only.
+        assert_eq!(
+            "mjpeg:8080".parse::<SinkSpec>().unwrap(),
+            SinkSpec::Mjpeg("127.0.0.1:8080".parse().unwrap())
+        );
+        assert!("mjpeg:somehost".parse::<SinkSpec>().is_err());
         assert!("fb:/dev/fb0?size=10x10".parse::<SinkSpec>().is_err());
         assert!("bogus:x".parse::<SinkSpec>().is_err());
         assert!("file:".parse::<SinkSpec>().is_err());
