@@ -537,7 +537,8 @@ fn fakewatch_faces(
 }
 
 /// Largest box, detection-score and P(fake) differences between fakewatch
-/// and the reference on the frames both sampled; `None` if the face counts differ.
+/// and the reference on the frames both sampled (frames with different face
+/// counts are counted, not compared).
 fn compare(ours: &[(u64, Vec<[f32; 6]>)], reference: &[Value]) -> Value {
     let (mut dbox, mut dscore, mut dp, mut frames, mut mismatched) = (0f32, 0f32, 0f32, 0, 0);
     for r in reference {
