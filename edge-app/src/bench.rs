@@ -654,9 +654,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = crate::load_bundle(&dir)?;
-    let scorer = Scorer::from_bundle(&bundle, &TractBackend)
-        .with_context(|| format!("bundle {}", dir.display()))?;
-    let fl = flops(&bundle)?;
     let policies: Vec<(&str, ShapePolicy)> = {
         let per_shape = (
             "per-shape",
@@ -671,25 +668,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             PnetPlans::Both => vec![per_shape, symbolic],
         }
     };
-    let tmp;
-    let work = match &a.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = std::env::temp_dir().join(format!("fakewatch-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&tmp)?;
-            tmp.clone()
-        }
-    };
-    if !a.json {
-        println!(
-            "tract, {threads} thread(s); peak f32 matmul {:.1} GFLOP/s per core \
-             (floor = FLOPs / (peak x threads used))",
-            fl.peak * 1e-9
-        );
-    }
+    let work = a.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("fakewatch-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&work)?;
     if let Some(secs) = a.soak {
         let mut p = Perception::from_bundle(&bundle, &TractBackend)?;
         p.set_threads(threads);
@@ -698,6 +680,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(&work);
         }
         return r;
+    }
+    // Only the stage figures need the scorer and the FLOP counts.
+    let scorer = Scorer::from_bundle(&bundle, &TractBackend)
+        .with_context(|| format!("bundle {}", dir.display()))?;
+    let fl = flops(&bundle)?;
+    if !a.json {
+        println!(
+            "tract, {threads} thread(s); peak f32 matmul {:.1} GFLOP/s per core \
+             (floor = FLOPs / (peak x threads used))",
+            fl.peak * 1e-9
+        );
     }
     for (plan_name, policy) in policies {
         let mut p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
