@@ -287,7 +287,8 @@ impl Frame {
     }
 
     /// Decodes an image file (JPEG or PNG; grey, alpha and 16-bit images are
-    /// converted to RGB8). Dimensions are checked before pixels are decoded.
+    /// converted to RGB8; an EXIF orientation is applied). Dimensions are
+    /// checked before pixels are decoded.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let io = |source| Error::Io {
@@ -312,7 +313,7 @@ impl Frame {
         })
     }
 
-    /// Decodes an in-memory JPEG or PNG.
+    /// Decodes an in-memory JPEG or PNG, turned by its EXIF orientation.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let err = |reason: String| Error::ImageDecode {
             path: "<memory>".into(),
@@ -339,7 +340,14 @@ impl Frame {
         limits.max_image_height = Some(MAX_FRAME_SIDE);
         limits.max_alloc = Some(u64::from(MAX_FRAME_SIDE) * u64::from(MAX_FRAME_SIDE) * 8);
         reader.limits(limits);
-        let img = reader.decode().map_err(|e| err(e.to_string()))?.into_rgb8();
+        let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+        // Phone photos are stored sideways with an EXIF orientation; faces
+        // are only found upright, so the picture is turned as a viewer shows it.
+        let orientation = image::ImageDecoder::orientation(&mut decoder)
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+        img.apply_orientation(orientation);
+        let img = img.into_rgb8();
         let (w, h) = img.dimensions();
         Self::from_rgb(w, h, img.into_raw())
     }

@@ -1,5 +1,6 @@
-//! Video decoding through GStreamer (`uridecodebin ! videoconvert ! appsink`),
-//! delivering stride-aware RGB [`Frame`]s. Any GStreamer URI works; plain
+//! Video decoding through GStreamer (`uridecodebin ! videoconvert ! videoflip
+//! video-direction=auto ! appsink`), delivering stride-aware RGB [`Frame`]s
+//! turned upright by the container's rotation tag. Any GStreamer URI works; plain
 //! paths are turned into `file://` URIs.
 
 use std::path::Path;
@@ -110,6 +111,15 @@ impl VideoReader {
             chain.push(make(HW_CONVERTER, &uri)?);
         }
         chain.push(make("videoconvert", &uri)?);
+        // Phone videos are stored sideways with a rotation in the container;
+        // `videoflip` turns them upright from the stream's orientation tag
+        // (a pass-through when there is none).
+        chain.push(
+            gst::ElementFactory::make("videoflip")
+                .property_from_str("video-direction", "auto")
+                .build()
+                .map_err(|_| err("GStreamer element `videoflip` is missing (install gstreamer1.0-plugins-good)".into()))?,
+        );
         let sink = rgb_appsink();
         pipeline
             .add_many([&src])
