@@ -409,6 +409,88 @@ fn mqtt_events_survive_a_broker_restart() {
     assert!(written.iter().any(|e| e["event"] == "verdict_changed"));
 }
 
+#[test]
+fn a_full_disk_under_the_spool_loses_no_event() {
+    let Some(mosquitto) = tool("mosquitto", "mosquitto") else {
+        return;
+    };
+    let dir = scratch("run-diskfull");
+    let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
+    let port = free_port();
+    let mut broker = Broker::start(&mosquitto, &dir, port);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sub = subscriber(port, "fw/full", done.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    broker.stop();
+    // The spool's "disk" holds 4 KiB: the kernel refuses any file write past
+    // that (RLIMIT_FSIZE, EFBIG; SIGXFSZ ignored), a few events into the run.
+    let mut cmd = fakewatch();
+    cmd.args(["run", "--source"])
+        .arg(&clip)
+        .args(["--loop", "--max-frames", "72", "--stats-interval", "0.1"])
+        .args(["--detect-every", "6", "--flush-timeout", "60"])
+        .args(["--events", "-", "--events"])
+        .arg(format!("mqtt://127.0.0.1:{port}/fw/full"))
+        .arg("--spool-dir")
+        .arg(dir.join("spool"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let app = cmd.spawn().unwrap();
+    // The broker returns while the run goes on.
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart(&mosquitto);
+    let o = app.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("spool write failed"), "{stderr}");
+    let written = ndjson(&o.stdout);
+    let summary = check_summary(&written);
+    assert!(
+        summary["mqtt"]["disk_errors"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["mqtt"]["dropped"], 0, "{summary}");
+    let spool_bytes: u64 = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(spool_bytes <= 3 * 4096, "{spool_bytes}");
+    std::thread::sleep(Duration::from_secs(3));
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let received = sub.join().unwrap();
+    let ids =
+        |v: &[Value]| -> HashSet<u64> { v.iter().map(|e| e["seq"].as_u64().unwrap()).collect() };
+    let want = ids(&written);
+    // Bytes of the events written: well past what the disk took.
+    let total: usize = written.iter().map(|e| e.to_string().len() + 1).sum();
+    assert!(total > 3 * 4096, "only {total} bytes of events");
+    let got = ids(&received);
+    let missing: Vec<_> = want.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} events lost: {missing:?}",
+        missing.len(),
+        want.len()
+    );
+}
+
 fn chromium_dump(chromium: &Path, url: &str, profile: &Path, extra: &[&str]) -> String {
     let o = Command::new("timeout")
         .arg("60")

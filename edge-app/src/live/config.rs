@@ -190,10 +190,16 @@ pub fn load(path: &Path) -> Result<RunArgs> {
     let is_toml = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    parse(&text, is_toml).with_context(|| format!("{}", path.display()))
+}
+
+/// Parses settings text: TOML when `is_toml`, else JSON (also the fuzz
+/// target `config`).
+pub fn parse(text: &str, is_toml: bool) -> Result<RunArgs> {
     if is_toml {
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+        Ok(toml::from_str(text)?)
     } else {
-        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+        Ok(serde_json::from_str(text)?)
     }
 }
 

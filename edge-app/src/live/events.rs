@@ -51,6 +51,19 @@ struct Inner {
     failed: bool,
 }
 
+/// MQTT delivery counters of a run (the summary's `mqtt` object).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MqttCounts {
+    /// Events the broker acknowledged.
+    pub acked: u64,
+    /// Publishes sent (re-sends included).
+    pub published: u64,
+    /// Oldest events dropped because the spool bound was reached.
+    pub dropped: u64,
+    /// Spool writes the disk refused (those events stayed in memory).
+    pub disk_errors: u64,
+}
+
 /// Fans events out to every target; safe to share between threads.
 pub struct EventHub {
     run: String,
@@ -189,16 +202,17 @@ impl EventHub {
         self.inner.lock().map_or(0, |i| i.seq)
     }
 
-    /// MQTT counters: (acked, published, dropped) summed over targets.
-    pub fn mqtt_counts(&self) -> (u64, u64, u64) {
+    /// MQTT counters summed over targets.
+    pub fn mqtt_counts(&self) -> MqttCounts {
         use std::sync::atomic::Ordering::Relaxed;
-        self.mqtt.iter().fold((0, 0, 0), |a, m| {
+        self.mqtt.iter().fold(MqttCounts::default(), |a, m| {
             let s = m.stats();
-            (
-                a.0 + s.acked.load(Relaxed),
-                a.1 + s.published.load(Relaxed),
-                a.2 + s.dropped.load(Relaxed),
-            )
+            MqttCounts {
+                acked: a.acked + s.acked.load(Relaxed),
+                published: a.published + s.published.load(Relaxed),
+                dropped: a.dropped + s.dropped.load(Relaxed),
+                disk_errors: a.disk_errors + s.disk_errors.load(Relaxed),
+            }
         })
     }
 

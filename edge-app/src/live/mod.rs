@@ -819,7 +819,7 @@ fn emit_summary(
     };
     let verdict = an.session.verdict();
     let s = &an.stages;
-    let (mqtt_acked, mqtt_published, mqtt_dropped) = hub.mqtt_counts();
+    let mqtt = hub.mqtt_counts();
     hub.emit(
         "summary",
         json!({
@@ -844,7 +844,7 @@ fn emit_summary(
             },
             "errors": an.errors + out.sink_errors,
             "source_lost": cstats.lost.load(Ordering::Relaxed),
-            "mqtt": {"acked": mqtt_acked, "published": mqtt_published, "dropped": mqtt_dropped},
+            "mqtt": mqtt,
             "duration_s": started.elapsed().as_secs_f64(),
             "peak_rss_mib": crate::bench::peak_rss_mib(),
             "reason": reason,

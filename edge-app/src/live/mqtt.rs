@@ -7,6 +7,11 @@
 //! value). A restart replays what the last run could not deliver. Delivery is
 //! at least once: after a reconnect the unacknowledged tail is published
 //! again, and each event carries `run` + `seq` for de-duplication.
+//!
+//! When the disk refuses a write (full, read-only, gone), the spool goes on in
+//! memory under the same byte bound (oldest dropped and counted when it is
+//! reached) and rewrites the file from memory as soon as the disk takes it
+//! again; the `acked` file is only ever written for a file that matches it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -24,6 +29,8 @@ use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 pub const DEFAULT_SPOOL_BYTES: u64 = 64 << 20;
 /// Publishes in flight (unacknowledged) at once.
 const WINDOW: usize = 32;
+/// Wait between attempts to rewrite the spool after the disk refused a write.
+const DISK_RETRY: Duration = Duration::from_secs(1);
 /// First and largest wait between connection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
 
@@ -78,6 +85,8 @@ pub struct MqttStats {
     pub published: AtomicU64,
     /// Events dropped because the spool was full.
     pub dropped: AtomicU64,
+    /// Spool writes the disk refused (the events stayed in memory).
+    pub disk_errors: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -93,6 +102,11 @@ struct Spool {
     closed: bool,
     /// Entries dropped from the front because the spool was full.
     front_dropped: u64,
+    /// Whether the file (and `acked`) hold exactly `pending`; false after the
+    /// disk refused a write, until a rewrite succeeds.
+    on_disk: bool,
+    /// No rewrite is tried before this (after a failed one).
+    retry_at: Option<Instant>,
 }
 
 impl Spool {
@@ -144,8 +158,13 @@ impl Spool {
             max_bytes,
             closed: false,
             front_dropped: 0,
+            on_disk: true,
+            retry_at: None,
         };
-        s.compact()?;
+        if let Err(e) = s.compact() {
+            s.on_disk = false;
+            log::warn!("mqtt: cannot rewrite the spool ({e:#}); events kept in memory until the disk takes them");
+        }
         Ok(s)
     }
 
@@ -153,7 +172,10 @@ impl Spool {
         self.end - self.base
     }
 
-    /// Rewrites the file with only the pending entries.
+    /// Rewrites the file with only the pending entries. The new file is
+    /// written and synced first, then `acked` is reset to 0, then the file is
+    /// renamed into place: a crash in between replays acknowledged events
+    /// (duplicates, which `run` + `seq` identify) but never skips one.
     fn compact(&mut self) -> Result<()> {
         let tmp = self.dir.join("spool.ndjson.tmp");
         {
@@ -164,6 +186,7 @@ impl Spool {
             }
             f.sync_all()?;
         }
+        write_by_rename(&self.dir, "acked", b"0")?;
         std::fs::rename(&tmp, self.dir.join("spool.ndjson"))?;
         self.file = OpenOptions::new()
             .read(true)
@@ -176,52 +199,86 @@ impl Spool {
         }
         self.base = 0;
         self.end = off;
-        self.write_acked()
+        self.on_disk = true;
+        Ok(())
+    }
+
+    /// [`Self::compact`], turning a failure into in-memory operation.
+    fn try_compact(&mut self, stats: &MqttStats) {
+        let was = self.on_disk;
+        if !was && self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match self.compact() {
+            Ok(()) if !was => log::info!(
+                "mqtt: spool back on disk ({} event(s) written)",
+                self.pending.len()
+            ),
+            Ok(()) => {}
+            Err(e) => self.disk_failed(&e, stats),
+        }
+    }
+
+    fn disk_failed(&mut self, e: &anyhow::Error, stats: &MqttStats) {
+        stats.disk_errors.fetch_add(1, Ordering::Relaxed);
+        if self.on_disk {
+            log::warn!(
+                "mqtt: spool write failed ({e:#}); events kept in memory (at most {} bytes) until the disk takes them again",
+                self.max_bytes
+            );
+        }
+        self.on_disk = false;
+        self.retry_at = Some(Instant::now() + DISK_RETRY);
     }
 
     fn write_acked(&self) -> Result<()> {
-        let tmp = self.dir.join("acked.tmp");
-        std::fs::write(&tmp, self.base.to_string())?;
-        std::fs::rename(&tmp, self.dir.join("acked"))?;
-        Ok(())
+        write_by_rename(&self.dir, "acked", self.base.to_string().as_bytes())
     }
 
-    fn push(&mut self, payload: Vec<u8>, stats: &MqttStats) -> Result<()> {
+    /// Spools one event. Never fails: when the disk refuses it, the event is
+    /// kept in memory (see the module docs).
+    fn push(&mut self, payload: Vec<u8>, stats: &MqttStats) {
         let need = payload.len() as u64 + 1;
-        if self.end + need > self.max_bytes {
-            if self.pending_bytes() + need > self.max_bytes {
-                // Full of undelivered events: drop the oldest down to 3/4 of
-                // the bound, so that the rewrite below happens rarely.
-                let target = self.max_bytes - self.max_bytes / 4;
-                let mut dropped = 0u64;
-                while self.pending_bytes() + need > target {
-                    let Some((end, _)) = self.pending.pop_front() else {
-                        break;
-                    };
-                    self.base = end;
-                    dropped += 1;
-                }
-                self.front_dropped += dropped;
-                stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-                log::warn!("mqtt: spool full; dropped the {dropped} oldest undelivered event(s)");
+        if self.pending_bytes() + need > self.max_bytes {
+            // Full of undelivered events: drop the oldest down to 3/4 of
+            // the bound, so that the rewrite below happens rarely.
+            let target = self.max_bytes - self.max_bytes / 4;
+            let mut dropped = 0u64;
+            while self.pending_bytes() + need > target {
+                let Some((end, _)) = self.pending.pop_front() else {
+                    break;
+                };
+                self.base = end;
+                dropped += 1;
             }
-            self.compact()?;
+            if self.pending.is_empty() {
+                self.base = self.end;
+            }
+            self.front_dropped += dropped;
+            stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            log::warn!("mqtt: spool full; dropped the {dropped} oldest undelivered event(s)");
         }
-        let res = self
-            .file
-            .write_all(&payload)
-            .and_then(|_| self.file.write_all(b"\n"));
-        if let Err(e) = res {
-            // Disk full or gone: keep the event in memory, never crash.
-            log::warn!("mqtt: spool write failed ({e}); event kept in memory only");
+        if !self.on_disk || self.end + need > self.max_bytes {
+            self.try_compact(stats);
+        }
+        if self.on_disk {
+            let res = self
+                .file
+                .write_all(&payload)
+                .and_then(|_| self.file.write_all(b"\n"));
+            if let Err(e) = res {
+                // A partial line may be left: the next rewrite replaces it.
+                self.disk_failed(&e.into(), stats);
+            }
         }
         self.end += need;
         self.pending.push_back((self.end, payload));
-        Ok(())
     }
 
-    /// The first `n` pending entries were acknowledged.
-    fn ack(&mut self, n: usize) -> Result<()> {
+    /// The first `n` pending entries were acknowledged. Never fails: a disk
+    /// error leaves the spool in memory (a stale `acked` only causes
+    /// re-sends after a restart).
+    fn ack(&mut self, n: usize, stats: &MqttStats) {
         for _ in 0..n {
             if let Some((end, _)) = self.pending.pop_front() {
                 self.base = end;
@@ -230,11 +287,20 @@ impl Spool {
         if self.pending.is_empty() {
             self.base = self.end;
         }
-        if self.base > self.max_bytes / 2 {
-            return self.compact();
+        if !self.on_disk || self.base > self.max_bytes / 2 {
+            self.try_compact(stats);
+        } else if let Err(e) = self.write_acked() {
+            self.disk_failed(&e, stats);
         }
-        self.write_acked()
     }
+}
+
+/// Writes `dir/name` through `dir/name.tmp` and a rename.
+fn write_by_rename(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
 }
 
 struct Shared {
@@ -290,7 +356,7 @@ impl MqttOutput {
             .spool
             .lock()
             .map_err(|_| anyhow::anyhow!("mqtt spool poisoned"))?;
-        s.push(payload.to_vec(), &self.shared.stats)?;
+        s.push(payload.to_vec(), &self.shared.stats);
         drop(s);
         self.shared.wake.notify_all();
         Ok(())
@@ -448,7 +514,7 @@ fn session(target: &MqttTarget, shared: &Shared, stop: &AtomicBool, id: &str) ->
                             .lock()
                             .map_err(|_| anyhow::anyhow!("spool poisoned"))?;
                         resync(&s)?;
-                        s.ack(n)?;
+                        s.ack(n, &shared.stats);
                         removed += n;
                         shared.stats.acked.fetch_add(n as u64, Ordering::Relaxed);
                         drop(s);
@@ -511,10 +577,9 @@ mod tests {
         let stats = MqttStats::default();
         let mut s = Spool::open(&d, 1 << 20).unwrap();
         for i in 0..5 {
-            s.push(format!("{{\"seq\":{i}}}").into_bytes(), &stats)
-                .unwrap();
+            s.push(format!("{{\"seq\":{i}}}").into_bytes(), &stats);
         }
-        s.ack(2).unwrap();
+        s.ack(2, &stats);
         drop(s);
         // A torn line from a crash is ignored.
         let mut f = OpenOptions::new()
@@ -537,8 +602,7 @@ mod tests {
         let stats = MqttStats::default();
         let mut s = Spool::open(&d, 40).unwrap();
         for i in 0..10 {
-            s.push(format!("event-{i:03}").into_bytes(), &stats)
-                .unwrap();
+            s.push(format!("event-{i:03}").into_bytes(), &stats);
         }
         assert!(s.pending_bytes() <= 40);
         assert_eq!(s.pending.back().unwrap().1, b"event-009");
@@ -547,5 +611,42 @@ mod tests {
             10
         );
         assert!(std::fs::metadata(d.join("spool.ndjson")).unwrap().len() <= 40);
+    }
+
+    #[test]
+    fn a_disk_that_refuses_writes_loses_only_the_counted_oldest() {
+        let d = scratch("diskfull");
+        let stats = MqttStats::default();
+        let mut s = Spool::open(&d, 400).unwrap();
+        s.push(b"before".to_vec(), &stats);
+        // The disk fills: appends fail with ENOSPC (`/dev/full`) and so do
+        // rewrites (the directory becomes a path through a device file).
+        s.file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let real_dir = std::mem::replace(&mut s.dir, PathBuf::from("/dev/full/spool"));
+        for i in 0..40 {
+            s.push(format!("event-{i:03}").into_bytes(), &stats);
+        }
+        assert!(!s.on_disk);
+        assert!(stats.disk_errors.load(Ordering::Relaxed) >= 1);
+        assert!(s.pending_bytes() <= 400);
+        let dropped = stats.dropped.load(Ordering::Relaxed) as usize;
+        assert!(dropped > 0, "the bound was reached");
+        assert_eq!(dropped + s.pending.len(), 41, "every event kept or counted");
+        assert_eq!(s.pending.back().unwrap().1, b"event-039");
+        // Acknowledgements go on while the disk is full.
+        s.ack(3, &stats);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed) as usize, dropped);
+        // The disk is back: the next event (after the retry wait) rewrites
+        // the file from memory, and a restart finds exactly what is pending.
+        s.dir = real_dir;
+        s.retry_at = None;
+        s.push(b"after".to_vec(), &stats);
+        assert!(s.on_disk);
+        let want: Vec<Vec<u8>> = s.pending.iter().map(|(_, p)| p.clone()).collect();
+        drop(s);
+        let s = Spool::open(&d, 400).unwrap();
+        let got: Vec<Vec<u8>> = s.pending.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(got, want);
+        assert_eq!(got.last().unwrap(), b"after");
     }
 }
