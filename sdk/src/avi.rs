@@ -60,6 +60,14 @@ impl MjpegAvi {
         Self::parse(path, data)
     }
 
+    /// Indexes an AVI held in memory (errors name it `<memory>`).
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
+        if data.len() as u64 > MAX_AVI_BYTES {
+            return Err(bad(Path::new("<memory>"), "too large"));
+        }
+        Self::parse(Path::new("<memory>"), data)
+    }
+
     fn parse(path: &Path, data: Vec<u8>) -> Result<Self> {
         if data.len() < 12 || &data[0..4] != b"RIFF" || &data[8..12] != b"AVI " {
             return Err(bad(path, "not an AVI file"));
