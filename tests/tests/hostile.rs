@@ -54,6 +54,30 @@ fn gst(args: &str) {
     assert!(ok, "gst-launch-1.0 {args}");
 }
 
+/// `fakewatch scan --json --frames 3` over `names` in `dir`: no panic, one
+/// object per input. Returns the exit code, stderr and the objects.
+fn scan_each(dir: &Path, names: &[&str]) -> (Option<i32>, String, Vec<serde_json::Value>) {
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| dir.join(n).display().to_string())
+        .collect();
+    let mut args = vec!["scan", "--json", "--frames", "3"];
+    args.extend(paths.iter().map(String::as_str));
+    let o = run("fakewatch", &args);
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = ndjson(&o.stdout);
+    assert_eq!(out.len(), names.len(), "one object per input\n{stderr}");
+    (o.status.code(), stderr, out)
+}
+
+/// The result object of the input named `name`.
+fn by_name<'a>(out: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    out.iter()
+        .find(|r| Path::new(r["input"].as_str().unwrap()).file_name().unwrap() == name)
+        .unwrap_or_else(|| panic!("no result for {name}"))
+}
+
 #[test]
 fn hostile_and_odd_media_get_errors_or_unknown_and_the_scan_goes_on() {
     let dir = scratch("hostile");
@@ -119,27 +143,9 @@ fn hostile_and_odd_media_get_errors_or_unknown_and_the_scan_goes_on() {
         "fifo.png",
         "clip.avi",
     ];
-    let args: Vec<String> = ["scan", "--json", "--frames", "3"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(names.iter().map(|n| p(n).display().to_string()))
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = run("fakewatch", &args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "some inputs fail: exit 2\n{stderr}"
-    );
-    let out = ndjson(&o.stdout);
-    assert_eq!(out.len(), names.len(), "one object per input");
-    let by_name = |n: &str| {
-        out.iter()
-            .find(|r| Path::new(r["input"].as_str().unwrap()).file_name().unwrap() == n)
-            .unwrap_or_else(|| panic!("no result for {n}"))
-    };
+    let (code, stderr, out) = scan_each(&dir, &names);
+    assert_eq!(code, Some(2), "some inputs fail: exit 2\n{stderr}");
+    let by_name = |n: &str| by_name(&out, n);
     for bad in [
         "empty.jpg",
         "truncated.jpg",
@@ -302,20 +308,9 @@ fn rotated_crowded_and_variable_rate_media_are_scanned() {
         "crowd-50.png",
         "vfr.mkv",
     ];
-    let mut args = vec!["scan", "--json", "--frames", "3"];
-    let paths: Vec<String> = names.iter().map(|n| p(n).display().to_string()).collect();
-    args.extend(paths.iter().map(String::as_str));
-    let o = run("fakewatch", &args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let out = ndjson(&o.stdout);
-    assert_eq!(out.len(), names.len(), "one object per input\n{stderr}");
-    let by_name = |n: &str| {
-        out.iter()
-            .find(|r| Path::new(r["input"].as_str().unwrap()).file_name().unwrap() == n)
-            .unwrap_or_else(|| panic!("no result for {n}"))
-    };
-    assert_eq!(o.status.code(), Some(2), "cut.mp4 fails: exit 2\n{stderr}");
+    let (code, stderr, out) = scan_each(&dir, &names);
+    let by_name = |n: &str| by_name(&out, n);
+    assert_eq!(code, Some(2), "cut.mp4 fails: exit 2\n{stderr}");
     // Turned upright by its EXIF tag: all six faces.
     let exif = by_name("exif-rotated.jpg");
     assert!(exif["error"].is_null(), "{exif}");

@@ -322,6 +322,24 @@ fn subscriber(
     })
 }
 
+/// A broker on a free port and a persistent subscriber on `topic`, given time
+/// to subscribe; setting the flag ends the subscriber.
+fn broker_and_subscriber(
+    mosquitto: &Path,
+    dir: &Path,
+    topic: &str,
+) -> (
+    Broker,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Vec<Value>>,
+) {
+    let broker = Broker::start(mosquitto, dir, free_port());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sub = subscriber(broker.port, topic, done.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    (broker, done, sub)
+}
+
 #[test]
 fn mqtt_events_survive_a_broker_restart() {
     let Some(mosquitto) = tool("mosquitto", "mosquitto") else {
@@ -329,11 +347,8 @@ fn mqtt_events_survive_a_broker_restart() {
     };
     let dir = scratch("run-mqtt");
     let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
-    let port = free_port();
-    let mut broker = Broker::start(&mosquitto, &dir, port);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sub = subscriber(port, "fw/events", done.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut broker, done, sub) = broker_and_subscriber(&mosquitto, &dir, "fw/events");
+    let port = broker.port;
     let events_file = dir.join("events.ndjson");
     // 8 s of paced video (a 1 s clip looped), a stats event every 0.25 s.
     let app = fakewatch()
@@ -416,11 +431,8 @@ fn a_full_disk_under_the_spool_loses_no_event() {
     };
     let dir = scratch("run-diskfull");
     let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
-    let port = free_port();
-    let mut broker = Broker::start(&mosquitto, &dir, port);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sub = subscriber(port, "fw/full", done.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut broker, done, sub) = broker_and_subscriber(&mosquitto, &dir, "fw/full");
+    let port = broker.port;
     broker.stop();
     // The spool's "disk" holds 4 KiB: the kernel refuses any file write past
     // that (RLIMIT_FSIZE, EFBIG; SIGXFSZ ignored), a few events into the run.
