@@ -16,6 +16,13 @@ pub fn root() -> PathBuf {
 /// tests, so the first call in a test process runs `cargo build` for the
 /// binary crates and the C library with the same profile and target directory
 /// (a no-op when they are fresh). A stale binary would test old code; a missing one cannot run.
+///
+/// The build selects the whole workspace (`--workspace --bins --lib`), as
+/// `cargo test --workspace` does, so both resolve the same features and the
+/// binaries reuse every dependency the tests were built with. A narrower
+/// selection (`-p fakewatch-edge …`) resolves other features (`cc`'s
+/// `parallel`, which `libfuzzer-sys` turns on, reaches tract's build script)
+/// and compiled tract once more: 7 minutes of CI on 2 cores.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
@@ -44,21 +51,17 @@ pub fn profile_dir() -> PathBuf {
 
 fn build_binaries(profile_dir: &Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // `cargo test` builds with the `test` profile, which writes to
+    // `target/debug` like `dev`; the dependency artefacts are only shared
+    // with a build of the same profile.
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
+        Some("debug") | None => "test",
         Some(other) => other,
     };
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let out = Command::new(cargo)
         .args(["build", "--profile", profile])
-        .args([
-            "-p",
-            "fakewatch-edge",
-            "-p",
-            "fakewatch-trainer",
-            "-p",
-            "fakewatch-capi",
-        ])
+        .args(["--workspace", "--bins", "--lib"])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(root())
