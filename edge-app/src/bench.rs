@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use embedded_graphics::pixelcolor::Rgb888;
-use fakewatch_sdk::backend::{tract_flops, tract_peak_flops, ShapePolicy, TractBackend};
+use fakewatch_sdk::backend::{tract_flops, tract_peak_flops, ShapePolicy};
 use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::perception::{Perception, PerceptionTimings, PNET_PLAN_CACHE};
 use fakewatch_sdk::score::Scorer;
@@ -673,7 +673,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&work)?;
     if let Some(secs) = a.soak {
-        let mut p = Perception::from_bundle(&bundle, &TractBackend)?;
+        let mut p = Perception::from_bundle(&bundle, &*crate::backend::backend())?;
         p.set_threads(threads);
         let r = soak(&a, &p, &dir, threads, secs, &work);
         if a.work_dir.is_none() {
@@ -682,18 +682,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return r;
     }
     // Only the stage figures need the scorer and the FLOP counts.
-    let scorer = Scorer::from_bundle(&bundle, &TractBackend)
+    let scorer = Scorer::from_bundle(&bundle, &*crate::backend::backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
     let fl = flops(&bundle)?;
     if !a.json {
         println!(
-            "tract, {threads} thread(s); peak f32 matmul {:.1} GFLOP/s per core \
+            "{}, {threads} thread(s); peak f32 matmul {:.1} GFLOP/s per core \
              (floor = FLOPs / (peak x threads used))",
+            crate::backend::backend().name(),
             fl.peak * 1e-9
         );
     }
     for (plan_name, policy) in policies {
-        let mut p = Perception::from_bundle_with(&bundle, &TractBackend, policy)?;
+        let mut p = Perception::from_bundle_with(&bundle, &*crate::backend::backend(), policy)?;
         p.set_threads(threads);
         let mut cases: Vec<(String, Frame, Option<image::RgbImage>)> = Vec::new();
         if generate {
@@ -726,7 +727,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         for (name, frame, canvas) in &cases {
             let s = measure_stages(&p, &scorer, frame, a.runs, &fl)?;
             let mut obj = json!({
-                "case": name, "backend": "tract", "pnet_plans": plan_name, "threads": threads,
+                "case": name, "backend": crate::backend::backend().name(), "pnet_plans": plan_name, "threads": threads,
                 "width": frame.width(), "height": frame.height(), "faces": s.faces,
                 "candidates": s.candidates, "runs": a.runs,
                 "total_ms": s.total, "fps": 1e3 / s.total,
@@ -744,8 +745,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let clip = work.join(format!("{name}.mp4"));
                 write_clip(canvas, frame.width(), a.clip_frames, a.fps, &clip)?;
                 if a.scan || a.reference {
-                    let mut det =
-                        fakewatch_sdk::DeepfakeDetector::from_bundle(&bundle, &TractBackend)?;
+                    let mut det = fakewatch_sdk::DeepfakeDetector::from_bundle(
+                        &bundle,
+                        &*crate::backend::backend(),
+                    )?;
                     det.perception_mut().set_threads(threads);
                     let mut d = *det.decision();
                     d.frames = a.scan_frames;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use embedded_graphics::pixelcolor::Rgb888;
-use fakewatch_sdk::backend::TractBackend;
 use fakewatch_sdk::{Detection, Frame, Perception};
 use serde_json::json;
 
@@ -46,7 +45,7 @@ pub struct FacesArgs {
 pub fn run(a: FacesArgs) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = crate::load_bundle(&dir)?;
-    let mut perception = Perception::from_bundle(&bundle, &TractBackend)?;
+    let mut perception = Perception::from_bundle(&bundle, &*crate::backend::backend())?;
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);

@@ -1,5 +1,6 @@
 //! `fakewatch`: deepfake detection on files and live sources.
 
+mod backend;
 mod bench;
 mod faces;
 mod inputs;
@@ -25,6 +26,8 @@ struct Cli {
     /// `fakewatch-train keygen` / `sign`.
     #[arg(long, global = true, value_name = "HEX|FILE")]
     bundle_key: Option<String>,
+    #[command(flatten)]
+    backend: backend::BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +94,10 @@ fn main() {
             eprintln!("fakewatch: {e:#}");
             std::process::exit(1);
         }
+    }
+    if let Err(e) = backend::init(&cli.backend) {
+        eprintln!("fakewatch: {e:#}");
+        std::process::exit(1);
     }
     let res: Result<()> = match cli.command {
         Command::Scan(a) => scan::run(a),

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fakewatch_sdk::backend::TractBackend;
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
 use serde::Serialize;
 
@@ -74,7 +73,7 @@ impl ScanResult {
 pub fn run(a: ScanArgs) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = crate::load_bundle(&dir)?;
-    let mut detector = DeepfakeDetector::from_bundle(&bundle, &TractBackend)
+    let mut detector = DeepfakeDetector::from_bundle(&bundle, &*crate::backend::backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
     let threads = a
         .threads

@@ -36,3 +36,29 @@ fn refuses_a_missing_bundle_with_a_message() {
     assert!(err.contains("/nonexistent/bundle"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn refuses_an_unknown_or_unavailable_backend() {
+    let out = fakewatch(&["--backend", "opencl", "scan", "tests/fixtures/t1.jpg"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown backend \"opencl\""), "{err}");
+    // Without the `ort` feature: built without onnxruntime support; with it
+    // and no library at the given path: that path is named.
+    let out = fakewatch(&[
+        "--backend",
+        "ort-cpu",
+        "--ort-lib",
+        "/nonexistent/libonnxruntime.so",
+        "scan",
+        "tests/fixtures/t1.jpg",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without onnxruntime support")
+            || err.contains("/nonexistent/libonnxruntime.so"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

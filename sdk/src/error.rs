@@ -46,6 +46,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An inference runtime could not be loaded, or an execution provider
+    /// could not be used where that was required.
+    #[error("backend {backend}: {reason}")]
+    Backend {
+        /// Which backend (`ort`, `ort-cuda`, ...).
+        backend: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Video decoding failed or is not available.
     #[error("video {uri}: {reason}")]
     Video {

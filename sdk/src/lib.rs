@@ -24,6 +24,8 @@ pub mod error;
 pub mod frame;
 pub mod geometry;
 pub mod mtcnn;
+#[cfg(feature = "ort")]
+pub mod ort_backend;
 pub mod parallel;
 pub mod perception;
 pub mod resample;

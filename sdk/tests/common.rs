@@ -18,7 +18,9 @@ pub fn base_bundle() -> PathBuf {
     root().join("models/base")
 }
 
-/// A backend under test and the tolerance its outputs are held to.
+/// A backend under test and the tolerance its outputs are held to, against
+/// tract's (the reference: tract's own case has zero tolerance where a test
+/// compares a backend with itself).
 pub struct BackendCase {
     /// The backend.
     pub backend: Arc<dyn Backend>,
@@ -26,13 +28,75 @@ pub struct BackendCase {
     pub box_tol: f32,
     /// Largest accepted absolute difference of probabilities.
     pub score_tol: f32,
+    /// Largest accepted absolute difference of one raw model output value or
+    /// one embedding component.
+    pub value_tol: f32,
 }
 
-/// Every backend compiled into this build.
+/// Every backend compiled into this build whose runtime is present.
+///
+/// With feature `ort`, onnxruntime comes from `ORT_DYLIB_PATH` or else
+/// `target/onnxruntime/libonnxruntime.so` (where `.ci/onnxruntime` puts the
+/// PyPI wheel's library). Without either, the ort case is left out with a
+/// message on stderr, unless `FAKEWATCH_REQUIRE_ORT=1` (set by CI), which
+/// makes that a failure.
 pub fn backends() -> Vec<BackendCase> {
-    vec![BackendCase {
+    #[allow(unused_mut)]
+    let mut cases = vec![BackendCase {
         backend: Arc::new(TractBackend),
         box_tol: 0.0,
         score_tol: 0.0,
-    }]
+        value_tol: 0.0,
+    }];
+    #[cfg(feature = "ort")]
+    if let Some(case) = ort_cpu() {
+        cases.push(case);
+    }
+    cases
+}
+
+/// The onnxruntime library the ort cases use, if one is present.
+#[cfg(feature = "ort")]
+pub fn ort_library() -> Option<PathBuf> {
+    let lib = match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => root().join("target/onnxruntime/libonnxruntime.so"),
+    };
+    if lib.is_file() {
+        return Some(lib);
+    }
+    let required = std::env::var("FAKEWATCH_REQUIRE_ORT").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "FAKEWATCH_REQUIRE_ORT=1 but no onnxruntime library at {}",
+        lib.display()
+    );
+    eprintln!(
+        "SKIP ort-cpu: no onnxruntime library at {} (run .ci/onnxruntime or set ORT_DYLIB_PATH)",
+        lib.display()
+    );
+    None
+}
+
+/// onnxruntime's CPU provider. Tolerances: onnxruntime and tract order their
+/// float sums differently. Measured with onnxruntime 1.23.2 on a 2-core x86
+/// (AVX2): boxes and landmarks within 1.3e-4 px, detection scores within
+/// 1.2e-7, embedding components within 2.7e-7, raw outputs of every model on
+/// a seeded input within 3.3e-7; the tolerances leave room for other CPUs'
+/// kernels.
+#[cfg(feature = "ort")]
+fn ort_cpu() -> Option<BackendCase> {
+    use fakewatch_sdk::ort_backend::{OrtBackend, OrtOptions};
+    let library = ort_library()?;
+    let backend = OrtBackend::new(OrtOptions {
+        library: Some(library),
+        ..OrtOptions::default()
+    })
+    .expect("onnxruntime loads");
+    Some(BackendCase {
+        backend: Arc::new(backend),
+        box_tol: 0.01,
+        score_tol: 1e-5,
+        value_tol: 1e-5,
+    })
 }

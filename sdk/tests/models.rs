@@ -70,9 +70,44 @@ fn manifest_sha256_and_load() {
                     .unwrap_or(if d == "N" { 1 } else { 48 })
             })
             .collect();
+        // Then on a seeded input in [-1, 1), where every backend's outputs
+        // must match tract's within the case's value tolerance.
+        let n: usize = shape.iter().product();
+        let mut seed = 0x9e37_79b9_u32;
+        let varied: Vec<f32> = (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                (seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect();
+        let varied = Tensor::new(shape.clone(), varied).unwrap();
+        let mut reference: Option<Vec<Tensor>> = None;
         for case in common::backends() {
             let m = case.backend.load(&path, ShapePolicy::Symbolic).unwrap();
-            let n: usize = shape.iter().product();
+            let got = m.run(&varied).unwrap();
+            match &reference {
+                None => reference = Some(got),
+                Some(want) => {
+                    assert_eq!(got.len(), want.len(), "{name}");
+                    for (g, w) in got.iter().zip(want) {
+                        assert_eq!(g.shape, w.shape, "{name}");
+                        let d = g
+                            .data
+                            .iter()
+                            .zip(&w.data)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0f32, f32::max);
+                        eprintln!("{name}: {} vs tract: {d}", case.backend.name());
+                        assert!(
+                            d <= case.value_tol,
+                            "{name} on {}: {d}",
+                            case.backend.name()
+                        );
+                    }
+                }
+            }
             let out = m
                 .run(&Tensor::new(shape.clone(), vec![0.0; n]).unwrap())
                 .unwrap();

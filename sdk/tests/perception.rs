@@ -182,3 +182,46 @@ fn threads_change_nothing_but_speed() {
         assert_eq!(a, b);
     }
 }
+
+/// Every backend finds what tract finds on t1.jpg: the same faces in the
+/// same order, boxes and landmarks within the case's pixel tolerance, scores
+/// within its probability tolerance, embeddings within its value tolerance.
+#[test]
+fn backends_agree_with_tract() {
+    let cases = common::backends();
+    let frame = t1();
+    let policy = ShapePolicy::PerShape { capacity: 32 };
+    let reference = perception(&cases[0], policy).analyze(&frame).unwrap();
+    assert_eq!(reference.len(), 6);
+    for case in &cases[1..] {
+        let name = case.backend.name();
+        let got = perception(case, policy).analyze(&frame).unwrap();
+        assert_eq!(got.len(), reference.len(), "{name}");
+        let (mut dbox, mut dscore, mut demb) = (0f32, 0f32, 0f32);
+        for (a, b) in reference.iter().zip(&got) {
+            let (a_det, b_det) = (&a.detection, &b.detection);
+            for (u, v) in a_det.bbox.to_array().iter().zip(b_det.bbox.to_array()) {
+                dbox = dbox.max((u - v).abs());
+            }
+            for (p, q) in a_det.landmarks.0.iter().zip(&b_det.landmarks.0) {
+                dbox = dbox.max((p.x - q.x).abs()).max((p.y - q.y).abs());
+            }
+            dscore = dscore.max((a_det.score - b_det.score).abs());
+            for (u, v) in a.embedding.0.iter().zip(&b.embedding.0) {
+                demb = demb.max((u - v).abs());
+            }
+        }
+        eprintln!(
+            "{name} vs tract on t1.jpg: box/landmark {dbox} px, score {dscore}, embedding {demb}"
+        );
+        assert!(dbox <= case.box_tol, "{name}: boxes differ by {dbox} px");
+        assert!(
+            dscore <= case.score_tol,
+            "{name}: scores differ by {dscore}"
+        );
+        assert!(
+            demb <= case.value_tol,
+            "{name}: embeddings differ by {demb}"
+        );
+    }
+}

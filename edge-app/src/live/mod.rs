@@ -26,7 +26,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use fakewatch_sdk::backend::TractBackend;
 use fakewatch_sdk::detector::Session;
 use fakewatch_sdk::score::TrackVerdict;
 use fakewatch_sdk::{BBox, DeepfakeDetector, Label};
@@ -378,7 +377,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             bundle_dir.display()
         );
     }
-    let mut detector = DeepfakeDetector::from_bundle(&bundle, &TractBackend)?;
+    let mut detector = DeepfakeDetector::from_bundle(&bundle, &*crate::backend::backend())?;
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
