@@ -32,6 +32,7 @@ pub struct BackendArgs {
 }
 
 static BACKEND: OnceLock<Arc<dyn Backend>> = OnceLock::new();
+static ARGS: OnceLock<BackendArgs> = OnceLock::new();
 
 /// Sets up the backend once, before any command runs.
 pub fn init(args: &BackendArgs) -> Result<()> {
@@ -43,7 +44,13 @@ pub fn init(args: &BackendArgs) -> Result<()> {
     let backend = make(&name, args)?;
     log::info!("inference backend: {}", backend.name());
     let _ = BACKEND.set(backend);
+    let _ = ARGS.set(args.clone());
     Ok(())
+}
+
+/// Another backend by name, with the same options (for `bench --compare`).
+pub fn named(name: &str) -> Result<Arc<dyn Backend>> {
+    make(name, ARGS.get().unwrap_or(&BackendArgs::default()))
 }
 
 /// The backend chosen by [`init`] (tract when none was).

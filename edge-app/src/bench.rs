@@ -91,6 +91,10 @@ pub struct BenchArgs {
     /// Fail the soak when RSS grows faster than this (MiB per hour, after warm-up).
     #[arg(long)]
     max_rss_slope: Option<f64>,
+    /// Also measure every stage with these backends (comma-separated, e.g.
+    /// `ort-cpu`) on the same frames, beside the main `--backend`.
+    #[arg(long, value_delimiter = ',', value_name = "BACKENDS")]
+    compare: Vec<String>,
     /// Print one JSON object per case instead of tables.
     #[arg(long)]
     json: bool,
@@ -696,6 +700,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     for (plan_name, policy) in policies {
         let mut p = Perception::from_bundle_with(&bundle, &*crate::backend::backend(), policy)?;
         p.set_threads(threads);
+        let mut others = Vec::new();
+        for name in &a.compare {
+            let be = crate::backend::named(name)?;
+            let mut q = Perception::from_bundle_with(&bundle, &*be, policy)?;
+            q.set_threads(threads);
+            let sc = Scorer::from_bundle(&bundle, &*be)?;
+            others.push((be.name(), q, sc));
+        }
         let mut cases: Vec<(String, Frame, Option<image::RgbImage>)> = Vec::new();
         if generate {
             let patches = face_patches(&p)?;
@@ -741,6 +753,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     })
                 }).collect::<Vec<_>>(),
             });
+            for (name, q, sc) in &others {
+                let t = measure_stages(q, sc, frame, a.runs, &fl)?;
+                obj["compare"][*name] = json!({
+                    "faces": t.faces, "total_ms": t.total,
+                    "stages": t.rows.iter().map(|(st, ms, _)| json!({"stage": st, "ms": ms}))
+                        .collect::<Vec<_>>(),
+                });
+            }
             if let (Some(canvas), true) = (canvas, a.scan || a.live || a.reference) {
                 let clip = work.join(format!("{name}.mp4"));
                 write_clip(canvas, frame.width(), a.clip_frames, a.fps, &clip)?;
@@ -852,6 +872,28 @@ fn print_case(o: &Value) {
         total,
         1e3 / total
     );
+    for (name, c) in o["compare"].as_object().into_iter().flatten() {
+        let stages: Vec<String> = c["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                format!(
+                    "{} {:.1}",
+                    s["stage"].as_str().unwrap_or(""),
+                    s["ms"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        let t = c["total_ms"].as_f64().unwrap_or(0.0);
+        println!(
+            "  {name}: {} faces, total {t:.2} ms ({:.2}x of {}): {}",
+            c["faces"],
+            total / t,
+            o["backend"].as_str().unwrap_or(""),
+            stages.join(", ")
+        );
+    }
     if let Some(s) = o.get("scan") {
         println!(
             "  scan: {} frames per video, {:.2} s per video, {:.1} videos/min",
