@@ -24,6 +24,8 @@ fn generated_frames_stages_floors_and_scan() {
             "6",
             "--scan-frames",
             "2",
+            "--compare",
+            "tract",
             "--json",
             "--work-dir",
             dir.to_str().unwrap(),
@@ -92,6 +94,12 @@ fn generated_frames_stages_floors_and_scan() {
             assert!((2.0..4.0).contains(&per_face), "{per_face} GFLOP per face");
         }
         assert_eq!(c["scan"]["frames"], 2, "{c}");
+        // `--compare tract`: the same stages again on a second backend
+        // instance, which finds the same faces.
+        let other = &c["compare"]["tract"];
+        assert_eq!(other["faces"], c["faces"], "{c}");
+        assert_eq!(other["stages"].as_array().map(Vec::len), Some(7), "{c}");
+        assert!(other["total_ms"].as_f64().unwrap() > 0.0);
         assert!(c["scan"]["videos_per_minute"].as_f64().unwrap() > 0.0);
     }
     assert!(dir.join("480p-4f.mp4").is_file());
