@@ -132,17 +132,8 @@ impl TractModel {
     /// Parses and type-checks the ONNX file; optimises the symbolic plan now
     /// (for [`ShapePolicy::Symbolic`]) or per shape on first use.
     pub fn load(path: &Path, policy: ShapePolicy) -> Result<Self> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = model_file_name(path)?;
         let err = |e: TractError| Error::model(name.clone(), format!("{e:#}"));
-        if !path.is_file() {
-            return Err(Error::model(
-                name,
-                format!("no such file {}", path.display()),
-            ));
-        }
         let inference = tract_onnx::onnx().model_for_path(path).map_err(err)?;
         if inference.input_outlets().map_err(err)?.len() != 1 {
             return Err(Error::model(name, "expected exactly one input"));
@@ -268,21 +259,7 @@ impl TractModel {
 
 impl InferenceModel for TractModel {
     fn run(&self, input: &Tensor) -> Result<Vec<Tensor>> {
-        let declared = self.input_shape();
-        let fits = declared.len() == input.shape.len()
-            && declared
-                .iter()
-                .zip(&input.shape)
-                .all(|(d, &s)| d.is_none_or(|d| d == s) && s > 0);
-        if !fits {
-            return Err(Error::model(
-                &self.name,
-                format!(
-                    "input shape {:?} does not fit the model's {declared:?}",
-                    input.shape
-                ),
-            ));
-        }
+        check_input_shape(&self.name, &self.declared, input)?;
         let err = |e: TractError| Error::model(self.name.clone(), format!("{e:#}"));
         let plan = self.plan_for(&input.shape)?;
         let t = tract_onnx::prelude::Tensor::from_shape(&input.shape, &input.data).map_err(err)?;
@@ -311,6 +288,47 @@ impl InferenceModel for TractModel {
     /// 125 ms/face at 2), so tract models take one item at a time.
     fn preferred_batch(&self) -> usize {
         1
+    }
+}
+
+/// A model file's name for messages, once the path is known to be a file.
+pub(crate) fn model_file_name(path: &Path) -> Result<String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if path.is_file() {
+        Ok(name)
+    } else {
+        Err(Error::model(
+            name,
+            format!("no such file {}", path.display()),
+        ))
+    }
+}
+
+/// Refuses an input whose shape does not fit the model's declared one
+/// (`None`: any size) or has an empty dimension.
+pub(crate) fn check_input_shape(
+    model: &str,
+    declared: &[Option<usize>],
+    input: &Tensor,
+) -> Result<()> {
+    let fits = declared.len() == input.shape.len()
+        && declared
+            .iter()
+            .zip(&input.shape)
+            .all(|(d, &s)| d.is_none_or(|d| d == s) && s > 0);
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::model(
+            model,
+            format!(
+                "input shape {:?} does not fit the model's {declared:?}",
+                input.shape
+            ),
+        ))
     }
 }
 

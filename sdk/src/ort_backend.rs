@@ -23,7 +23,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::ValueType;
 
-use crate::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
+use crate::backend::{
+    check_input_shape, model_file_name, Backend, InferenceModel, ShapePolicy, Tensor,
+};
 use crate::error::{Error, Result};
 
 /// Environment variable naming `libonnxruntime.so` when
@@ -328,16 +330,7 @@ impl std::fmt::Debug for OrtModel {
 
 impl OrtModel {
     fn load(backend: &OrtBackend, path: &Path) -> Result<Self> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if !path.is_file() {
-            return Err(Error::model(
-                name,
-                format!("no such file {}", path.display()),
-            ));
-        }
+        let name = model_file_name(path)?;
         let err = |e: String| Error::model(name.clone(), e);
         let mut builder = Session::builder(&backend.env)
             .map_err(|e| err(e.to_string()))?
@@ -388,21 +381,7 @@ impl OrtModel {
 
 impl InferenceModel for OrtModel {
     fn run(&self, input: &Tensor) -> Result<Vec<Tensor>> {
-        let fits = self.declared.len() == input.shape.len()
-            && self
-                .declared
-                .iter()
-                .zip(&input.shape)
-                .all(|(d, &s)| d.is_none_or(|d| d == s) && s > 0);
-        if !fits {
-            return Err(Error::model(
-                &self.name,
-                format!(
-                    "input shape {:?} does not fit the model's {:?}",
-                    input.shape, self.declared
-                ),
-            ));
-        }
+        check_input_shape(&self.name, &self.declared, input)?;
         let err = |e: ort::Error| Error::model(self.name.clone(), e.to_string());
         let value = ort::value::Tensor::from_array((input.shape.clone(), input.data.clone()))
             .map_err(err)?;
