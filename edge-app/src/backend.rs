@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use fakewatch_sdk::backend::{Backend, TractBackend};
+use fakewatch_sdk::backend::{Backend, BackendSpec, TractBackend};
 
 /// Backend options shared by every command.
 #[derive(Args, Debug, Clone, Default)]
@@ -34,23 +34,32 @@ pub struct BackendArgs {
 static BACKEND: OnceLock<Arc<dyn Backend>> = OnceLock::new();
 static ARGS: OnceLock<BackendArgs> = OnceLock::new();
 
+impl BackendArgs {
+    /// The SDK's backend description (`--backend`, else `FAKEWATCH_BACKEND`,
+    /// else tract).
+    pub fn spec(&self, name: Option<&str>) -> BackendSpec {
+        let name = name
+            .map(str::to_string)
+            .or_else(|| self.backend.clone())
+            .or_else(|| std::env::var("FAKEWATCH_BACKEND").ok())
+            .unwrap_or_default();
+        BackendSpec {
+            name,
+            ort_library: self.ort_lib.clone(),
+            strict: self.strict_backend,
+            trt_cache: self.trt_cache.clone(),
+            trt_fp32: self.trt_fp32,
+        }
+    }
+}
+
 /// Sets up the backend once, before any command runs.
 pub fn init(args: &BackendArgs) -> Result<()> {
-    let name = args
-        .backend
-        .clone()
-        .or_else(|| std::env::var("FAKEWATCH_BACKEND").ok())
-        .unwrap_or_else(|| "tract".into());
-    let backend = make(&name, args)?;
+    let backend = args.spec(None).open()?;
     log::info!("inference backend: {}", backend.name());
     let _ = BACKEND.set(backend);
     let _ = ARGS.set(args.clone());
     Ok(())
-}
-
-/// Another backend by name, with the same options (for `bench --compare`).
-pub fn named(name: &str) -> Result<Arc<dyn Backend>> {
-    make(name, ARGS.get().unwrap_or(&BackendArgs::default()))
 }
 
 /// The backend chosen by [`init`] (tract when none was).
@@ -61,38 +70,8 @@ pub fn backend() -> Arc<dyn Backend> {
         .unwrap_or_else(|| Arc::new(TractBackend))
 }
 
-#[cfg(feature = "ort")]
-fn make(name: &str, args: &BackendArgs) -> Result<Arc<dyn Backend>> {
-    use fakewatch_sdk::ort_backend::{OrtBackend, OrtOptions, OrtProvider};
-    let provider = match name {
-        "tract" => return Ok(Arc::new(TractBackend)),
-        "ort" | "ort-cpu" => OrtProvider::Cpu,
-        "ort-cuda" => OrtProvider::Cuda { device: 0 },
-        "ort-tensorrt" | "ort-trt" => OrtProvider::TensorRt {
-            device: 0,
-            fp16: !args.trt_fp32,
-            engine_cache: args.trt_cache.clone(),
-        },
-        other => {
-            bail!("unknown backend {other:?} (expected tract, ort-cpu, ort-cuda or ort-tensorrt)")
-        }
-    };
-    Ok(Arc::new(OrtBackend::new(OrtOptions {
-        library: args.ort_lib.clone(),
-        provider,
-        strict: args.strict_backend,
-        threads: 0,
-    })?))
-}
-
-#[cfg(not(feature = "ort"))]
-fn make(name: &str, _: &BackendArgs) -> Result<Arc<dyn Backend>> {
-    match name {
-        "tract" => Ok(Arc::new(TractBackend)),
-        n if n.starts_with("ort") => bail!(
-            "backend {n:?}: this fakewatch was built without onnxruntime support \
-             (cargo feature `ort`, `ort-cuda` or `ort-tensorrt`)"
-        ),
-        other => bail!("unknown backend {other:?} (this build has: tract)"),
-    }
+/// Another backend by name, with the same options (for `bench --compare`).
+pub fn named(name: &str) -> Result<Arc<dyn Backend>> {
+    let args = ARGS.get().cloned().unwrap_or_default();
+    Ok(args.spec(Some(name)).open()?)
 }

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
-use fakewatch_sdk::backend::TractBackend;
+use fakewatch_sdk::backend::{Backend, TractBackend};
 use fakewatch_sdk::bundle::{
     sha256_file, Bundle, BundleManifest, ClassifierSpec, DecisionSpec, HeadSpec,
 };
@@ -384,7 +384,7 @@ fn relative(to: &Path, from: &Path) -> Result<String> {
 }
 
 /// Runs the command.
-pub fn run(a: FitArgs) -> Result<()> {
+pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     let text = std::fs::read_to_string(&a.config)
         .with_context(|| format!("reading {}", a.config.display()))?;
     let mut cfg: FitConfig =
@@ -401,7 +401,7 @@ pub fn run(a: FitArgs) -> Result<()> {
     // 1. Faces and embeddings, through the cache.
     let base = Bundle::load(&cfg.perception)
         .with_context(|| format!("perception bundle {}", cfg.perception.display()))?;
-    let perception = Perception::from_bundle(&base, &TractBackend)?;
+    let perception = Perception::from_bundle(&base, backend)?;
     let mut samples = dataset::load(&cfg.dataset, cfg.seed)?;
     if let Some(n) = cfg.max_samples_per_split {
         samples = subsample(samples, n, cfg.seed);

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fakewatch_sdk::backend::TractBackend;
+use fakewatch_sdk::backend::BackendSpec;
 use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::Perception;
 
@@ -31,6 +31,19 @@ use fakewatch_sdk::Perception;
     about = "Train and evaluate fakewatch bundles"
 )]
 struct Cli {
+    /// Backend that runs the detector and backbone during embedding
+    /// extraction: `tract` (default), or with the `ort` build features
+    /// `ort-cpu`, `ort-cuda`, `ort-tensorrt` (also `FAKEWATCH_BACKEND`).
+    /// Embeddings agree with tract's within 1e-5, so they share its cache.
+    #[arg(long, global = true, value_name = "NAME")]
+    backend: Option<String>,
+    /// libonnxruntime.so for the `ort-*` backends (default: `ORT_DYLIB_PATH`).
+    #[arg(long, global = true, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
+    /// Fail when the asked execution provider cannot be used instead of
+    /// falling back to onnxruntime's CPU provider.
+    #[arg(long, global = true)]
+    strict_backend: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,8 +104,18 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let backend = BackendSpec {
+        name: cli
+            .backend
+            .or_else(|| std::env::var("FAKEWATCH_BACKEND").ok())
+            .unwrap_or_default(),
+        ort_library: cli.ort_lib,
+        strict: cli.strict_backend,
+        ..BackendSpec::default()
+    }
+    .open()?;
     match cli.command {
-        Command::Fit(a) => fit::run(a),
+        Command::Fit(a) => fit::run(a, backend.as_ref()),
         Command::Keygen { out } => {
             let public = signing::keygen(&out)?;
             println!("{}", public.display());
@@ -119,7 +142,7 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             let bundle =
                 Bundle::load(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
-            let perception = Perception::from_bundle(&bundle, &TractBackend)?;
+            let perception = Perception::from_bundle(&bundle, backend.as_ref())?;
             let cache_dir = cache.unwrap_or_else(cache::default_dir);
             let mut cache =
                 cache::EmbeddingCache::open(&cache_dir, &cache::perception_key(&bundle)?)?;
