@@ -491,14 +491,14 @@ impl BackendSpec {
             #[cfg(feature = "ort")]
             name @ ("ort" | "ort-cpu" | "ort-cuda" | "ort-tensorrt" | "ort-trt") => {
                 use crate::ort_backend::{OrtBackend, OrtOptions, OrtProvider};
-                let provider = match name {
-                    "ort-cuda" => OrtProvider::Cuda { device: 0 },
-                    "ort-tensorrt" | "ort-trt" => OrtProvider::TensorRt {
-                        device: 0,
+                let provider = match OrtProvider::parse(name.strip_prefix("ort-").unwrap_or("cpu"))?
+                {
+                    OrtProvider::TensorRt { device, .. } => OrtProvider::TensorRt {
+                        device,
                         fp16: !self.trt_fp32,
                         engine_cache: self.trt_cache.clone(),
                     },
-                    _ => OrtProvider::Cpu,
+                    other => other,
                 };
                 Ok(Arc::new(OrtBackend::new(OrtOptions {
                     library: self.ort_library.clone(),
