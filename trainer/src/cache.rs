@@ -78,6 +78,23 @@ pub fn perception_key(bundle: &Bundle) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// [`perception_key`], made backend-specific for a quantized bundle: float
+/// models agree across backends within 1e-5 and share one cache, but int8
+/// kernels and tract's float emulation of QDQ may round differently.
+pub fn perception_key_for(bundle: &Bundle, backend: &str) -> Result<String> {
+    let key = perception_key(bundle)?;
+    let quantized = bundle
+        .manifest()
+        .training
+        .as_ref()
+        .is_some_and(|t| t.get("quantization").is_some());
+    Ok(if quantized && backend != "tract" {
+        format!("{key}-{backend}")
+    } else {
+        key
+    })
+}
+
 /// sha256 of a file's bytes, hex encoded.
 pub fn file_key(path: &Path) -> Result<String> {
     Ok(fakewatch_sdk::bundle::sha256_file(path)?)

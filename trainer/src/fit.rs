@@ -327,7 +327,11 @@ fn train_head(train: &Rows, cfg: &TripletConfig) -> Result<Head> {
 }
 
 /// Keeps at most `n` samples of each split, whole groups at a time (seeded).
-fn subsample(samples: Vec<dataset::Sample>, n: usize, seed: u64) -> Vec<dataset::Sample> {
+pub(crate) fn subsample(
+    samples: Vec<dataset::Sample>,
+    n: usize,
+    seed: u64,
+) -> Vec<dataset::Sample> {
     let mut groups: BTreeMap<(u8, String), Vec<dataset::Sample>> = BTreeMap::new();
     for s in samples {
         groups
@@ -351,7 +355,7 @@ fn subsample(samples: Vec<dataset::Sample>, n: usize, seed: u64) -> Vec<dataset:
 }
 
 /// `to` relative to the directory `from` (both made absolute first).
-fn relative(to: &Path, from: &Path) -> Result<String> {
+pub(crate) fn relative(to: &Path, from: &Path) -> Result<String> {
     let abs = |p: &Path| -> Result<PathBuf> {
         let p = std::path::absolute(p)?;
         // Lexically resolve `..` so a referenced `../facenet.onnx` normalises.
@@ -407,7 +411,10 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         samples = subsample(samples, n, cfg.seed);
     }
     let cache_dir = a.cache.unwrap_or_else(cache::default_dir);
-    let mut cache = EmbeddingCache::open(&cache_dir, &cache::perception_key(&base)?)?;
+    let mut cache = EmbeddingCache::open(
+        &cache_dir,
+        &cache::perception_key_for(&base, backend.name())?,
+    )?;
     log::info!(
         "{} samples; embedding cache {} ({} entries)",
         samples.len(),
