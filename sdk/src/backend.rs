@@ -128,13 +128,153 @@ impl std::fmt::Debug for TractModel {
     }
 }
 
+/// Replaces each `DequantizeLinear` of constant inputs (the int8 weights and
+/// int32 biases of a QDQ model) by the float initializer it computes,
+/// `(q − zero_point) × scale` along its axis, in f32 as tract would. tract
+/// folds these itself, but only after analysing every wired cast/sub/mul,
+/// which made the int8 FaceNet take seconds longer to load. Returns how many
+/// nodes were folded; a malformed constant is an error.
+pub(crate) fn fold_constant_dequantize(
+    proto: &mut tract_onnx::pb::ModelProto,
+) -> std::result::Result<usize, String> {
+    use tract_onnx::pb::tensor_proto::DataType;
+    use tract_onnx::pb::TensorProto;
+    let Some(g) = proto.graph.as_mut() else {
+        return Ok(0);
+    };
+    let index: std::collections::HashMap<String, usize> = g
+        .initializer
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    let ints = |t: &TensorProto| -> std::result::Result<Vec<f32>, String> {
+        let n = t.dims.iter().product::<i64>().max(0) as usize;
+        let raw = &t.raw_data;
+        let v: Vec<f32> = match DataType::try_from(t.data_type) {
+            Ok(DataType::Int8) if !raw.is_empty() => {
+                raw.iter().map(|&b| f32::from(b as i8)).collect()
+            }
+            Ok(DataType::Uint8) if !raw.is_empty() => raw.iter().map(|&b| f32::from(b)).collect(),
+            Ok(DataType::Int32) if !raw.is_empty() => raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
+            Ok(DataType::Int8 | DataType::Uint8 | DataType::Int32) => {
+                t.int32_data.iter().map(|&v| v as f32).collect()
+            }
+            Ok(DataType::Float) if !raw.is_empty() => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Ok(DataType::Float) => t.float_data.clone(),
+            _ => {
+                return Err(format!(
+                    "{}: unsupported constant type {}",
+                    t.name, t.data_type
+                ))
+            }
+        };
+        if v.len() != n {
+            return Err(format!(
+                "{}: {} values for shape {:?}",
+                t.name,
+                v.len(),
+                t.dims
+            ));
+        }
+        Ok(v)
+    };
+    let mut folded = vec![];
+    let mut keep = Vec::with_capacity(g.node.len());
+    for node in std::mem::take(&mut g.node) {
+        let consts: Option<Vec<usize>> = (node.op_type == "DequantizeLinear"
+            && (2..=3).contains(&node.input.len()))
+        .then(|| node.input.iter().map(|i| index.get(i).copied()).collect())
+        .flatten();
+        let Some(consts) = consts else {
+            keep.push(node);
+            continue;
+        };
+        let x = &g.initializer[consts[0]];
+        let q = ints(x)?;
+        let scale = ints(&g.initializer[consts[1]])?;
+        let zp = match consts.get(2) {
+            Some(&i) => ints(&g.initializer[i])?,
+            None => vec![0.0],
+        };
+        let channels = scale.len();
+        if channels == 0 || (zp.len() != channels && zp.len() != 1) {
+            return Err(format!("{}: bad scale or zero point", node.name));
+        }
+        let inner = if channels == 1 {
+            q.len().max(1)
+        } else {
+            let rank = x.dims.len() as i64;
+            let axis = node
+                .attribute
+                .iter()
+                .find(|a| a.name == "axis")
+                .map_or(1, |a| a.i);
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if !(0..rank).contains(&axis) || x.dims[axis as usize] as usize != channels {
+                return Err(format!("{}: scales do not match axis {axis}", node.name));
+            }
+            x.dims[axis as usize + 1..].iter().product::<i64>() as usize
+        };
+        let values: Vec<f32> = q
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = (i / inner) % channels;
+                (v - zp[if zp.len() == 1 { 0 } else { c }]) * scale[c]
+            })
+            .collect();
+        folded.push(TensorProto {
+            name: node.output.first().cloned().unwrap_or_default(),
+            dims: x.dims.clone(),
+            data_type: DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+    }
+    g.node = keep;
+    let n = folded.len();
+    if n > 0 {
+        g.initializer.extend(folded);
+        let used: std::collections::HashSet<&str> = g
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .chain(g.output.iter().map(|o| o.name.as_str()))
+            .collect();
+        let used: std::collections::HashSet<String> = used.into_iter().map(String::from).collect();
+        g.initializer.retain(|t| used.contains(&t.name));
+    }
+    Ok(n)
+}
+
 impl TractModel {
     /// Parses and type-checks the ONNX file; optimises the symbolic plan now
     /// (for [`ShapePolicy::Symbolic`]) or per shape on first use.
     pub fn load(path: &Path, policy: ShapePolicy) -> Result<Self> {
         let name = model_file_name(path)?;
         let err = |e: TractError| Error::model(name.clone(), format!("{e:#}"));
-        let inference = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        let onnx = tract_onnx::onnx();
+        let mut proto = onnx.proto_model_for_path(path).map_err(err)?;
+        fold_constant_dequantize(&mut proto)
+            .map_err(|reason| Error::model(name.clone(), reason))?;
+        let parsed = onnx
+            .parse(&proto, path.parent().and_then(Path::to_str))
+            .map_err(err)?;
+        drop(proto);
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(Error::model(
+                name,
+                format!("unresolved inputs {:?}", parsed.unresolved_inputs),
+            ));
+        }
+        let inference = parsed.model;
         if inference.input_outlets().map_err(err)?.len() != 1 {
             return Err(Error::model(name, "expected exactly one input"));
         }
