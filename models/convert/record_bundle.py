@@ -2,9 +2,10 @@
 
 Usage: python3 models/convert/record_bundle.py models/default
 Standard library only. Reads the bundle's bundle.json (written by
-`fakewatch-train fit`) and adds one manifest entry per file the bundle owns
-(files referenced from other bundles, such as ../facenet.onnx, already have
-their own entries).
+`fakewatch-train fit` or `fakewatch-train quantize`) and adds one manifest
+entry per file the bundle owns (files referenced from other bundles, such as
+../facenet.onnx, already have their own entries). For an int8 bundle it also
+records its quantized backbone (e.g. ../facenet-int8.onnx).
 """
 import hashlib
 import json
@@ -18,14 +19,26 @@ b = json.load(open(os.path.join(bundle_dir, "bundle.json")))
 manifest_path = os.path.join(here, "manifest.json")
 m = json.load(open(manifest_path))
 training = b.get("training") or {}
-data = training.get("dataset", {})
+quantized = "quantized_from" in training
+fit_training = training.get("source_training", {}) if quantized else training
+data = fit_training.get("dataset", {})
 source = {
     "produced_by": "fakewatch-train fit (this repository)",
     "command": "models/build_default.sh",
-    "config": training,
+    "config": fit_training,
     "data": data.get("path"),
     "data_terms": "DFDC terms, research-only; the data is not in this repository",
 }
+if quantized:
+    source = {
+        "produced_by": "fakewatch-train quantize (this repository)",
+        "command": "models/build_int8.sh",
+        "quantized_from": training["quantized_from"],
+        "quantization": training["quantization"],
+        "calibration_data": data.get("path"),
+        "data_terms": "DFDC terms, research-only; the data is not in this repository",
+        "trained_by": "models/build_default.sh",
+    }
 head_dim = b["head"]["dim"]
 entries = {
     b["head"]["file"]: {
@@ -41,19 +54,42 @@ entries = {
         "normalisation": "none: takes the head's output",
     },
 }
+licences = {}
+if quantized:
+    bb = b["backbone"]
+    src_key = os.path.normpath(os.path.join(rel_dir, os.path.dirname(bb["file"]), training["backbone"]["source"]))
+    src_entry = m["models"].get(src_key, {})
+    entries[bb["file"]] = {
+        "role": "backbone, int8 QDQ (per-channel symmetric int8 weights, calibrated activations)",
+        "layout": src_entry.get("layout", "NCHW"),
+        "colour": "BGR" if bb.get("bgr") else "RGB",
+        "normalisation": src_entry.get("normalisation", {"mean": bb["mean"], "scale": bb["scale"]}),
+        "input": src_entry.get("input", {"shape": ["N"] + bb["input"]}),
+        "outputs": src_entry.get("outputs", {}),
+        "quantized_from": {"file": src_key, "sha256": training["backbone"]["source_sha256"]},
+    }
+    licences[bb["file"]] = (
+        src_entry.get("licence", "as its source model")
+        + "; quantized by this project (scales calibrated on DFDC faces: research-only use)"
+    )
+for name in [n for n in entries if n.startswith("../") and n not in licences]:
+    del entries[name]  # another bundle's file (e.g. ../default/classifier.onnx): recorded there
 for name, e in entries.items():
     path = os.path.join(bundle_dir, name)
     data_bytes = open(path, "rb").read()
     e.update(
         {
             "source": source,
-            "licence": "MIT OR Apache-2.0 (weights made by this project); trained on DFDC data: research-only use",
+            "licence": licences.get(
+                name,
+                "MIT OR Apache-2.0 (weights made by this project); trained on DFDC data: research-only use",
+            ),
             "sha256": hashlib.sha256(data_bytes).hexdigest(),
             "bytes": len(data_bytes),
         }
     )
-    m["models"][os.path.join(rel_dir, name)] = e
+    m["models"][os.path.normpath(os.path.join(rel_dir, name))] = e
 with open(manifest_path, "w") as f:
     json.dump(m, f, indent=1)
     f.write("\n")
-print("recorded", ", ".join(os.path.join(rel_dir, n) for n in entries))
+print("recorded", ", ".join(os.path.normpath(os.path.join(rel_dir, n)) for n in entries))
