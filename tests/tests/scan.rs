@@ -255,3 +255,41 @@ fn signed_bundles_keygen_sign_and_refusals() {
     let o = scan(&["--bundle-key", public.trim()]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// The committed int8 bundle (`models/build_int8.sh`) scans like the fp32
+/// one it was quantized from: same faces, same label, a close score. Its
+/// backbone is QDQ int8; on tract its weights are folded to float at load.
+#[test]
+fn int8_bundle_scans_like_fp32() {
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let scan = |bundle: &str| {
+        let b = root().join(bundle);
+        let out = run(
+            "fakewatch",
+            &[
+                "scan",
+                "--json",
+                "--bundle",
+                b.to_str().unwrap(),
+                t1.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{bundle}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ndjson(&out.stdout).remove(0)
+    };
+    let (fp32, int8) = (scan("models/default"), scan("models/default-int8"));
+    check_contract(&int8);
+    assert_eq!(fp32["faces"], int8["faces"]);
+    assert_eq!(fp32["label"], int8["label"]);
+    let d = (fp32["score"].as_f64().unwrap() - int8["score"].as_f64().unwrap()).abs();
+    eprintln!("fp32 {} int8 {} (|Δ| {d})", fp32["score"], int8["score"]);
+    assert!(d < INT8_SCORE_TOL, "scores differ by {d}");
+}
+
+/// Largest accepted difference between the fp32 and int8 bundles' scores of
+/// `t1.jpg` (measured: see the test's output).
+const INT8_SCORE_TOL: f64 = 0.01;
