@@ -658,3 +658,92 @@ impl BackendSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fold_constant_dequantize;
+    use tract_onnx::pb::tensor_proto::DataType;
+    use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+
+    fn t(name: &str, dt: DataType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: dt as i32,
+            raw_data: raw,
+            ..Default::default()
+        }
+    }
+
+    fn model(scales: &[f32], axis: i64) -> ModelProto {
+        let f = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        ModelProto {
+            graph: Some(GraphProto {
+                node: vec![
+                    NodeProto {
+                        op_type: "DequantizeLinear".into(),
+                        name: "dq".into(),
+                        input: vec!["q".into(), "s".into(), "z".into()],
+                        output: vec!["w".into()],
+                        attribute: vec![AttributeProto {
+                            name: "axis".into(),
+                            i: axis,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    NodeProto {
+                        op_type: "MatMul".into(),
+                        input: vec!["x".into(), "w".into()],
+                        output: vec!["y".into()],
+                        ..Default::default()
+                    },
+                ],
+                initializer: vec![
+                    // [[1, -2], [3, 127]] as int8.
+                    t("q", DataType::Int8, &[2, 2], vec![1, 254, 3, 127]),
+                    t("s", DataType::Float, &[scales.len() as i64], f(scales)),
+                    t(
+                        "z",
+                        DataType::Int8,
+                        &[scales.len() as i64],
+                        (0..scales.len()).map(|i| (i % 2) as u8).collect(),
+                    ),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn constant_dequantize_folds_per_axis() {
+        let mut m = model(&[0.5, 2.0], 1);
+        assert_eq!(fold_constant_dequantize(&mut m), Ok(1));
+        let g = m.graph.unwrap();
+        assert_eq!(g.node.len(), 1, "the DequantizeLinear node is gone");
+        assert_eq!(g.initializer.len(), 1, "only the float weight is left");
+        let w = &g.initializer[0];
+        assert_eq!((w.name.as_str(), w.dims.clone()), ("w", vec![2, 2]));
+        let v: Vec<f32> = w
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Column 0: scale 0.5, zero point 0; column 1: scale 2, zero point 1.
+        assert_eq!(v, vec![0.5, -6.0, 1.5, 252.0]);
+    }
+
+    #[test]
+    fn malformed_dequantize_is_an_error() {
+        // Three scales for an axis of two.
+        let mut m = model(&[1.0, 1.0, 1.0], 1);
+        assert!(fold_constant_dequantize(&mut m).is_err());
+        // An axis out of range.
+        let mut m = model(&[1.0, 1.0], 5);
+        assert!(fold_constant_dequantize(&mut m).is_err());
+        // A graph without DequantizeLinear is left alone.
+        let mut empty = ModelProto::default();
+        assert_eq!(fold_constant_dequantize(&mut empty), Ok(0));
+    }
+}

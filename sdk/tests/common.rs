@@ -9,10 +9,10 @@ use std::sync::Arc;
 use fakewatch_sdk::backend::{Backend, TractBackend};
 
 /// ort-cpu against tract on an int8 (QDQ) model: see
-/// [`BackendCase::int8_value_tol`]. Measured on the shipped int8 files with
-/// onnxruntime 1.23.2 (x86, AVX2): see `models.rs`.
-#[allow(dead_code)]
-pub const INT8_VALUE_TOL: f32 = 0.05;
+/// [`BackendCase::int8_value_tol`]. Measured with onnxruntime 1.23.2 on a
+/// 2-core AMD EPYC (AVX2, no VNNI), seeded input of `models.rs`:
+/// `facenet-int8.onnx` 0.0035, `default-int8/head.onnx` 0.
+pub const INT8_VALUE_TOL: f32 = 0.02;
 
 /// The repository root.
 pub fn root() -> PathBuf {

@@ -907,8 +907,8 @@ mod tests {
         let (q, s) = quantize_weight(&[0.0, 0.0], &[1, 2], 0, WEIGHT_QMAX);
         assert_eq!((q, s), (vec![0, 0], vec![1.0]));
         // Reduced range: 7 bits.
-        let (q, s) = quantize_weight(&[1.0, -0.5], &[1, 2], 0, WEIGHT_QMAX_REDUCED);
-        assert_eq!((q, s), (vec![63, -32], vec![1.0 / 63.0]));
+        let (q, s) = quantize_weight(&[1.0, -0.25], &[1, 2], 0, WEIGHT_QMAX_REDUCED);
+        assert_eq!((q, s), (vec![63, -16], vec![1.0 / 63.0]));
     }
 
     #[test]
