@@ -145,3 +145,117 @@ fn fit_on_videos_made_here() {
     assert!(fakewatch_sdk::bundle::Bundle::load(&out).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// No research data needed: `fit` on still images made here (t1 and its
+/// mirror image), then `quantize` on that bundle. The int8 bundle references
+/// the float detector and classifier, has a QDQ backbone a quarter of the
+/// size, carries test metrics beside the fp32 ones, and scans.
+#[test]
+fn quantize_writes_an_int8_bundle_that_scans() {
+    let dir = scratch("quantize");
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let t1_frame = fakewatch_sdk::Frame::load(&t1).unwrap();
+    t1_frame
+        .flip_horizontal()
+        .save(&data.join("mirror.jpg"))
+        .unwrap();
+    std::fs::copy(&t1, data.join("t1.jpg")).unwrap();
+    let mut csv = String::from("file,label,group,split\n");
+    // Three copies per class in train (the triplet head needs positives).
+    for (split, copies) in [("train", 3), ("val", 1), ("test", 1)] {
+        for (label, src) in [("real", "t1.jpg"), ("fake", "mirror.jpg")] {
+            for k in 0..copies {
+                let name = format!("{label}_{split}_{k}.jpg");
+                std::fs::copy(data.join(src), data.join(&name)).unwrap();
+                csv += &format!("{name},{label},{split}_{label},{split}\n");
+            }
+        }
+    }
+    std::fs::write(data.join("labels.csv"), csv).unwrap();
+    let config = serde_json::json!({
+        "name": "image-smoke",
+        "dataset": {"layout": "labels_csv", "path": data},
+        "perception": "models/base",
+        "triplet": {"layers": [16, 8], "batch": 4, "steps": 5, "seed": 1},
+        "classifier": "logistic",
+        "compare": false,
+        "tsne_points": 0,
+        "seed": 1
+    });
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let (fp32, int8) = (dir.join("fp32"), dir.join("fp32-int8"));
+    let cache = dir.join("cache");
+    let o = run(
+        "fakewatch-train",
+        &[
+            "fit",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            fp32.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        "fakewatch-train",
+        &[
+            "quantize",
+            fp32.to_str().unwrap(),
+            "--out",
+            int8.to_str().unwrap(),
+            "--calibration-faces",
+            "2",
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = fakewatch_sdk::bundle::Bundle::load(&int8).unwrap();
+    let m = bundle.manifest();
+    assert_eq!(m.name, "image-smoke-int8");
+    assert_eq!(m.backbone.file, "backbone-int8.onnx");
+    assert_eq!(
+        m.classifier.as_ref().unwrap().file,
+        "../fp32/classifier.onnx"
+    );
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().len();
+    let q = size(int8.join("backbone-int8.onnx"));
+    assert!(
+        q * 3 < size(root().join("models/facenet.onnx")),
+        "{q} bytes"
+    );
+    let metrics = m.metrics.as_ref().unwrap();
+    assert_eq!(metrics["faces"], 2);
+    assert!(metrics["fp32"]["auc"].is_number());
+    let agreement = &metrics["agreement_with_fp32"];
+    assert!(
+        agreement["embedding_cosine_min"].as_f64().unwrap() > 0.95,
+        "{agreement}"
+    );
+    let training = m.training.as_ref().unwrap();
+    assert_eq!(training["quantization"]["weight_bits"], 7);
+    assert_eq!(training["backbone"]["ops"], 133);
+
+    let out = run(
+        "fakewatch",
+        &[
+            "scan",
+            "--json",
+            "--bundle",
+            int8.to_str().unwrap(),
+            t1.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ndjson(&out.stdout)[0]["faces"], 6);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
