@@ -159,7 +159,7 @@ fn quantize_writes_an_int8_bundle_that_scans() {
     let t1_frame = fakewatch_sdk::Frame::load(&t1).unwrap();
     t1_frame
         .flip_horizontal()
-        .save(&data.join("mirror.jpg"))
+        .save(data.join("mirror.jpg"))
         .unwrap();
     std::fs::copy(&t1, data.join("t1.jpg")).unwrap();
     let mut csv = String::from("file,label,group,split\n");
