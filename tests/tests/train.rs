@@ -147,9 +147,9 @@ fn fit_on_videos_made_here() {
 }
 
 /// No research data needed: `fit` on still images made here (t1 and its
-/// mirror image), then `quantize` on that bundle. The int8 bundle references
-/// the float detector and classifier, has a QDQ backbone a quarter of the
-/// size, carries test metrics beside the fp32 ones, and scans.
+/// mirror image), then `quantize --detector` on that bundle. The int8 bundle
+/// has QDQ MTCNN nets and a QDQ backbone a quarter of the size, references
+/// the float classifier, carries test metrics beside the fp32 ones, and scans.
 #[test]
 fn quantize_writes_an_int8_bundle_that_scans() {
     let dir = scratch("quantize");
@@ -219,6 +219,12 @@ fn quantize_writes_an_int8_bundle_that_scans() {
     let m = bundle.manifest();
     assert_eq!(m.name, "image-smoke-int8");
     assert_eq!(m.backbone.file, "backbone-int8.onnx");
+    // The detector stays float: the source's file, referenced.
+    let canon = |p: std::path::PathBuf| std::fs::canonicalize(p).unwrap();
+    assert_eq!(
+        canon(bundle.resolve(&m.detector.pnet).unwrap()),
+        canon(root().join("models/mtcnn_pnet.onnx"))
+    );
     assert_eq!(
         m.classifier.as_ref().unwrap().file,
         "../fp32/classifier.onnx"
@@ -257,5 +263,52 @@ fn quantize_writes_an_int8_bundle_that_scans() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(ndjson(&out.stdout)[0]["faces"], 6);
+
+    // `--detector`: the MTCNN nets too, calibrated on the inputs the detector
+    // fed them (two faces here: enough to run, not to be accurate).
+    let det = dir.join("det-int8");
+    let o = run(
+        "fakewatch-train",
+        &[
+            "quantize",
+            fp32.to_str().unwrap(),
+            "--out",
+            det.to_str().unwrap(),
+            "--calibration-faces",
+            "2",
+            "--detector",
+            "--no-eval",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = fakewatch_sdk::bundle::Bundle::load(&det).unwrap();
+    let m = bundle.manifest();
+    assert_eq!(m.detector.pnet, "mtcnn_pnet-int8.onnx");
+    assert_eq!(m.detector.rnet, "mtcnn_rnet-int8.onnx");
+    assert_eq!(m.detector.onet, "mtcnn_onet-int8.onnx");
+    assert!(m.metrics.is_none(), "--no-eval writes no metrics");
+    let training = m.training.as_ref().unwrap();
+    for net in ["pnet", "rnet", "onet"] {
+        assert!(
+            training["detector"][net]["inputs"].as_u64().unwrap() > 0,
+            "{net}"
+        );
+    }
+    let out = run(
+        "fakewatch",
+        &[
+            "scan",
+            "--json",
+            "--bundle",
+            det.to_str().unwrap(),
+            t1.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ndjson(&out.stdout)[0]["faces"].as_u64().unwrap() > 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
