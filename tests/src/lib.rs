@@ -104,6 +104,29 @@ pub fn ndjson(out: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `fakewatch scan --json --bundle BUNDLE INPUT`, asserted to succeed: the
+/// result object of the one input.
+pub fn scan_json(bundle: &Path, input: &Path) -> serde_json::Value {
+    let out = run(
+        "fakewatch",
+        &[
+            "scan",
+            "--json",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "scan {} with {}: {}",
+        input.display(),
+        bundle.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ndjson(&out.stdout).remove(0)
+}
+
 /// A scratch directory unique to this process and `name`.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fakewatch-e2e-{name}-{}", std::process::id()));

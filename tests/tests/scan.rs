@@ -3,7 +3,7 @@
 //! models; no research data needed), plus the shared DFDC fakes and talking
 //! heads when `../shared` is present.
 
-use fakewatch_tests::{make_clip, ndjson, root, run, scratch, shared};
+use fakewatch_tests::{make_clip, ndjson, root, run, scan_json, scratch, shared};
 
 const KEYS: [&str; 8] = [
     "input", "kind", "frames", "faces", "score", "label", "tracks", "error",
@@ -262,25 +262,7 @@ fn signed_bundles_keygen_sign_and_refusals() {
 #[test]
 fn int8_bundle_scans_like_fp32() {
     let t1 = root().join("tests/fixtures/t1.jpg");
-    let scan = |bundle: &str| {
-        let b = root().join(bundle);
-        let out = run(
-            "fakewatch",
-            &[
-                "scan",
-                "--json",
-                "--bundle",
-                b.to_str().unwrap(),
-                t1.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{bundle}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ndjson(&out.stdout).remove(0)
-    };
+    let scan = |bundle: &str| scan_json(&root().join(bundle), &t1);
     let (fp32, int8) = (scan("models/default"), scan("models/default-int8"));
     check_contract(&int8);
     assert_eq!(fp32["faces"], int8["faces"]);

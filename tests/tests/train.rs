@@ -5,7 +5,7 @@
 //! The DFDC test needs ../shared (research data) and skips without it; the
 //! video test makes its own clips.
 
-use fakewatch_tests::{make_clip, ndjson, root, run, scratch, shared};
+use fakewatch_tests::{make_clip, root, run, scan_json, scratch, shared};
 
 fn fit(out: &std::path::Path, cache: &std::path::Path) -> serde_json::Value {
     let o = run(
@@ -60,24 +60,9 @@ fn fit_writes_a_bundle_that_scans_and_reproduces() {
     assert!(!a.join("facenet.onnx").exists());
 
     let t1 = root().join("tests/fixtures/t1.jpg");
-    let out = run(
-        "fakewatch",
-        &[
-            "scan",
-            "--json",
-            "--bundle",
-            a.to_str().unwrap(),
-            t1.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let o = &ndjson(&out.stdout)[0];
-    assert_eq!(o["faces"], 6);
-    assert!(o["score"].as_f64().is_some());
+    let scanned = scan_json(&a, &t1);
+    assert_eq!(scanned["faces"], 6);
+    assert!(scanned["score"].as_f64().is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -247,22 +232,8 @@ fn quantize_writes_an_int8_bundle_that_scans() {
     assert_eq!(training["quantization"]["weight_bits"], 7);
     assert_eq!(training["backbone"]["ops"], 133);
 
-    let out = run(
-        "fakewatch",
-        &[
-            "scan",
-            "--json",
-            "--bundle",
-            int8.to_str().unwrap(),
-            t1.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(ndjson(&out.stdout)[0]["faces"], 6);
+    let scanned = scan_json(&int8, &t1);
+    assert_eq!(scanned["faces"], 6);
 
     // `--detector`: the MTCNN nets too, calibrated on the inputs the detector
     // fed them (two faces here: enough to run, not to be accurate).
@@ -294,21 +265,7 @@ fn quantize_writes_an_int8_bundle_that_scans() {
             "{net}"
         );
     }
-    let out = run(
-        "fakewatch",
-        &[
-            "scan",
-            "--json",
-            "--bundle",
-            det.to_str().unwrap(),
-            t1.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(ndjson(&out.stdout)[0]["faces"].as_u64().unwrap() > 0);
+    let scanned = scan_json(&det, &t1);
+    assert!(scanned["faces"].as_u64().unwrap() > 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }

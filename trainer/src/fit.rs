@@ -698,6 +698,14 @@ fn write_manifest(
         training: Some(serde_json::to_value(cfg)?),
         files: BTreeMap::new(),
     };
+    save_manifest(&mut m, out)?;
+    Ok(m)
+}
+
+/// Hashes every file `m` references (relative to the bundle directory `out`)
+/// into `m.files` and writes `out/bundle.json`.
+pub(crate) fn save_manifest(m: &mut BundleManifest, out: &Path) -> Result<()> {
+    m.files.clear();
     let names: Vec<String> = m
         .referenced_files()
         .into_iter()
@@ -710,9 +718,9 @@ fn write_manifest(
     }
     std::fs::write(
         out.join("bundle.json"),
-        serde_json::to_string_pretty(&m)? + "\n",
+        serde_json::to_string_pretty(m)? + "\n",
     )?;
-    Ok(m)
+    Ok(())
 }
 
 /// Current UTC time as RFC 3339 (seconds), without a date crate.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{ensure, Context, Result};
 use fakewatch_sdk::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
-use fakewatch_sdk::bundle::{sha256_file, Bundle, BundleManifest, HeadSpec};
+use fakewatch_sdk::bundle::{sha256_file, Bundle, HeadSpec};
 use fakewatch_sdk::embed::Embedding;
 use fakewatch_sdk::score::Scorer;
 use fakewatch_sdk::{Frame, Perception};
@@ -500,7 +500,7 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
         "backbone": bb, "head": hq, "detector": detector,
         "source_training": sm.training,
     }));
-    write_manifest(&mut m, &a.out)?;
+    fit::save_manifest(&mut m, &a.out)?;
 
     // 4. Both bundles on the test split, through the SDK.
     let mut report = json!({
@@ -562,7 +562,7 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
             "fp32": {"auc": fr.auc, "eer": fr.eer, "acc": fr.acc, "faces": fr.n},
             "agreement_with_fp32": agreement,
         }));
-        write_manifest(&mut m, &a.out)?;
+        fit::save_manifest(&mut m, &a.out)?;
         report["fp32"] = serde_json::to_value(fr)?;
         report["int8"] = serde_json::to_value(qr)?;
         report["agreement_with_fp32"] = agreement.unwrap_or(serde_json::Value::Null);
@@ -587,24 +587,5 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
         bb["bytes_fp32"],
         bb["bytes_int8"]
     );
-    Ok(())
-}
-
-fn write_manifest(m: &mut BundleManifest, out: &Path) -> Result<()> {
-    m.files.clear();
-    let names: Vec<String> = m
-        .referenced_files()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    for f in names {
-        let path = out.join(&f);
-        let sha = sha256_file(&path).with_context(|| format!("hashing {}", path.display()))?;
-        m.files.insert(f, sha);
-    }
-    std::fs::write(
-        out.join("bundle.json"),
-        serde_json::to_string_pretty(m)? + "\n",
-    )?;
     Ok(())
 }
