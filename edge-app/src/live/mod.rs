@@ -507,7 +507,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 break;
             }
             let c = match queue.pop(Duration::from_millis(100)) {
-                Err(()) => break,
+                Err(()) => {
+                    // A signal also stops the capture thread, which closes the
+                    // queue: that may be seen here before the check above.
+                    if stop.load(Ordering::SeqCst) {
+                        stop_reason = "signal";
+                    }
+                    break;
+                }
                 Ok(None) => {
                     if let Some(h) = &http_state {
                         h.set_status(status(
