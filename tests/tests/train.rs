@@ -5,24 +5,36 @@
 //! The DFDC test needs ../shared (research data) and skips without it; the
 //! video test makes its own clips.
 
+use std::path::Path;
+
 use fakewatch_tests::{make_clip, root, run, scan_json, scratch, shared};
 
-fn fit(out: &std::path::Path, cache: &std::path::Path) -> serde_json::Value {
-    let o = run(
-        "fakewatch-train",
-        &[
-            "fit",
-            "--config",
-            "trainer/configs/smoke.json",
-            "--out",
-            out.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-    );
+/// Runs `fakewatch-train ARGS`, asserted to succeed.
+fn train(args: &[&str]) {
+    let o = run("fakewatch-train", args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `fakewatch-train fit --config CONFIG --out OUT --cache CACHE EXTRA…`; the
+/// report it writes.
+fn fit_with(config: &Path, out: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "fit",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    train(&args);
     let text = std::fs::read_to_string(out.join("report.json")).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+fn fit(out: &Path, cache: &Path) -> serde_json::Value {
+    fit_with(Path::new("trainer/configs/smoke.json"), out, cache, &[])
 }
 
 #[test]
@@ -105,23 +117,7 @@ fn fit_on_videos_made_here() {
     let cfg = dir.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let out = dir.join("bundle");
-    let o = run(
-        "fakewatch-train",
-        &[
-            "fit",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--cache",
-            dir.join("cache").to_str().unwrap(),
-            "--threads",
-            "2",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = fit_with(&cfg, &out, &dir.join("cache"), &["--threads", "2"]);
     // Three sampled frames of each of the six clips, the largest face each.
     assert_eq!(report["faces"]["train"], 6);
     assert_eq!(report["faces"]["test"], 6);
@@ -173,33 +169,17 @@ fn quantize_writes_an_int8_bundle_that_scans() {
     std::fs::write(&cfg, config.to_string()).unwrap();
     let (fp32, int8) = (dir.join("fp32"), dir.join("fp32-int8"));
     let cache = dir.join("cache");
-    let o = run(
-        "fakewatch-train",
-        &[
-            "fit",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            fp32.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = run(
-        "fakewatch-train",
-        &[
-            "quantize",
-            fp32.to_str().unwrap(),
-            "--out",
-            int8.to_str().unwrap(),
-            "--calibration-faces",
-            "2",
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fit_with(&cfg, &fp32, &cache, &[]);
+    train(&[
+        "quantize",
+        fp32.to_str().unwrap(),
+        "--out",
+        int8.to_str().unwrap(),
+        "--calibration-faces",
+        "2",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
     let bundle = fakewatch_sdk::bundle::Bundle::load(&int8).unwrap();
     let m = bundle.manifest();
     assert_eq!(m.name, "image-smoke-int8");
@@ -238,20 +218,16 @@ fn quantize_writes_an_int8_bundle_that_scans() {
     // `--detector`: the MTCNN nets too, calibrated on the inputs the detector
     // fed them (two faces here: enough to run, not to be accurate).
     let det = dir.join("det-int8");
-    let o = run(
-        "fakewatch-train",
-        &[
-            "quantize",
-            fp32.to_str().unwrap(),
-            "--out",
-            det.to_str().unwrap(),
-            "--calibration-faces",
-            "2",
-            "--detector",
-            "--no-eval",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    train(&[
+        "quantize",
+        fp32.to_str().unwrap(),
+        "--out",
+        det.to_str().unwrap(),
+        "--calibration-faces",
+        "2",
+        "--detector",
+        "--no-eval",
+    ]);
     let bundle = fakewatch_sdk::bundle::Bundle::load(&det).unwrap();
     let m = bundle.manifest();
     assert_eq!(m.detector.pnet, "mtcnn_pnet-int8.onnx");
