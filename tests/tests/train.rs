@@ -127,24 +127,20 @@ fn fit_on_videos_made_here() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// No research data needed: `fit` on still images made here (t1 and its
-/// mirror image), then `quantize --detector` on that bundle. The int8 bundle
-/// has QDQ MTCNN nets and a QDQ backbone a quarter of the size, references
-/// the float classifier, carries test metrics beside the fp32 ones, and scans.
-#[test]
-fn quantize_writes_an_int8_bundle_that_scans() {
-    let dir = scratch("quantize");
+/// A `labels_csv` dataset of still images made here: t1 as "real", its
+/// mirror image as "fake"; three copies per class in train (the triplet head
+/// needs positives), one in val and test.
+fn image_dataset(dir: &Path) -> std::path::PathBuf {
     let t1 = root().join("tests/fixtures/t1.jpg");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let t1_frame = fakewatch_sdk::Frame::load(&t1).unwrap();
-    t1_frame
+    fakewatch_sdk::Frame::load(&t1)
+        .unwrap()
         .flip_horizontal()
         .save(data.join("mirror.jpg"))
         .unwrap();
     std::fs::copy(&t1, data.join("t1.jpg")).unwrap();
     let mut csv = String::from("file,label,group,split\n");
-    // Three copies per class in train (the triplet head needs positives).
     for (split, copies) in [("train", 3), ("val", 1), ("test", 1)] {
         for (label, src) in [("real", "t1.jpg"), ("fake", "mirror.jpg")] {
             for k in 0..copies {
@@ -155,6 +151,85 @@ fn quantize_writes_an_int8_bundle_that_scans() {
         }
     }
     std::fs::write(data.join("labels.csv"), csv).unwrap();
+    data
+}
+
+/// No research data needed: `fit` with self-blended fakes only (the SBI
+/// protocol) on images made here, with train augmentation and the JPEG-q30
+/// robustness test. The dataset's train and val fakes are left out and each
+/// real face gets a blended twin; the test keeps the dataset's fakes. Seeded:
+/// a run with a fresh cache regenerates the same blends and metrics. Then
+/// `self-blend-grid` writes its example PNG.
+#[test]
+fn fit_with_self_blended_fakes_and_the_example_grid() {
+    let dir = scratch("self-blend");
+    let data = image_dataset(&dir);
+    let config = serde_json::json!({
+        "name": "self-blend-smoke",
+        "dataset": {"layout": "labels_csv", "path": data},
+        "perception": "models/base",
+        "triplet": {"layers": [16, 8], "batch": 4, "steps": 5, "seed": 1},
+        "classifier": "logistic",
+        "compare": false,
+        "tsne_points": 0,
+        "seed": 1,
+        "fakes": "self_blended",
+        "augment": {},
+        "robustness_jpeg": 30
+    });
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let ra = fit_with(&cfg, &a, &dir.join("cache-a"), &[]);
+    let rb = fit_with(&cfg, &b, &dir.join("cache-b"), &[]);
+    assert_eq!(
+        ra["bundle"], rb["bundle"],
+        "same seed, same blends, same metrics"
+    );
+    // Three real train faces and their blends; one real val face and its blend.
+    assert_eq!(ra["faces"]["train"], 6, "{}", ra["faces"]);
+    assert_eq!(ra["faces"]["val"], 2);
+    assert_eq!(ra["faces"]["test"], 2);
+    assert!(
+        ra["robustness"]["frame"]["auc"].is_number(),
+        "{}",
+        ra["robustness"]
+    );
+    let hist = &ra["validation_scores"];
+    let total: u64 = ["real", "fake"]
+        .iter()
+        .flat_map(|k| hist[k].as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2);
+    let bundle = fakewatch_sdk::bundle::Bundle::load(&a).unwrap();
+    let metrics = bundle.manifest().metrics.clone().unwrap();
+    assert_eq!(metrics["fakes"], "self_blended");
+    assert_eq!(metrics["robustness"]["jpeg_quality"], 30);
+
+    let grid = dir.join("grid.png");
+    train(&[
+        "self-blend-grid",
+        data.to_str().unwrap(),
+        "--out",
+        grid.to_str().unwrap(),
+        "--count",
+        "2",
+    ]);
+    let g = fakewatch_sdk::Frame::load(&grid).unwrap();
+    assert_eq!((g.width(), g.height()), (640, 320));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// No research data needed: `fit` on still images made here (t1 and its
+/// mirror image), then `quantize --detector` on that bundle. The int8 bundle
+/// has QDQ MTCNN nets and a QDQ backbone a quarter of the size, references
+/// the float classifier, carries test metrics beside the fp32 ones, and scans.
+#[test]
+fn quantize_writes_an_int8_bundle_that_scans() {
+    let dir = scratch("quantize");
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let data = image_dataset(&dir);
     let config = serde_json::json!({
         "name": "image-smoke",
         "dataset": {"layout": "labels_csv", "path": data},

@@ -4,14 +4,17 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use anyhow::Result;
 use fakewatch_sdk::sampling::Sampling;
 use fakewatch_sdk::{Face, Frame, Perception};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::augment::{AugmentConfig, RgbF32};
 use crate::cache::{file_key, CachedFace, EmbeddingCache};
+use crate::sbi::{self, SelfBlendConfig};
+use crate::triplet::Rng;
 
 /// One input to extract.
 #[derive(Debug, Clone)]
@@ -20,6 +23,99 @@ pub struct Job {
     pub path: PathBuf,
     /// Frames to take when the file is a video (`None`: an image).
     pub sampling: Option<Sampling>,
+    /// What to do to each image or frame before analysis (`None`: nothing).
+    pub transform: Option<Transform>,
+}
+
+impl Job {
+    /// A file as it is.
+    pub fn plain(path: PathBuf, sampling: Option<Sampling>) -> Self {
+        Self {
+            path,
+            sampling,
+            transform: None,
+        }
+    }
+}
+
+/// A change made to an image or frame before it is analysed: how the
+/// trainer makes self-blended fakes and re-compressed test copies without
+/// writing images to disk.
+#[derive(Debug, Clone)]
+pub enum Transform {
+    /// A self-blended pseudo-fake of the largest face ([`sbi::self_blend`]);
+    /// the seed (mixed with the frame index) picks the blend.
+    SelfBlend {
+        /// Seed of this job's blends.
+        seed: u64,
+        /// Generator settings.
+        config: Arc<SelfBlendConfig>,
+    },
+    /// Training augmentations ([`AugmentConfig::apply`]); the seed (mixed
+    /// with the frame index) picks them.
+    Augment {
+        /// Seed of this job's augmentations.
+        seed: u64,
+        /// Which augmentations, how likely.
+        config: Arc<AugmentConfig>,
+    },
+    /// JPEG re-compression at this quality (1–100).
+    Jpeg(u8),
+}
+
+/// A short digest of a configuration, for cache keys.
+fn digest<T: serde::Serialize>(config: &T) -> String {
+    let json = serde_json::to_string(config).unwrap_or_default();
+    let h = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        json.as_bytes(),
+    ));
+    h.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The generator of one frame's random choices.
+fn frame_rng(seed: u64, index: u64) -> Rng {
+    Rng::new(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+impl Transform {
+    /// The suffix of the job's cache key: everything that changes the pixels.
+    pub fn tag(&self) -> String {
+        match self {
+            Self::SelfBlend { seed, config } => {
+                format!(
+                    "sbi{}-{}-{seed}",
+                    sbi::GENERATOR_VERSION,
+                    digest(config.as_ref())
+                )
+            }
+            Self::Augment { seed, config } => format!("aug-{}-{seed}", digest(config.as_ref())),
+            Self::Jpeg(q) => format!("jpeg{q}"),
+        }
+    }
+
+    /// The transformed frame, or `None` when there is nothing to blend (no
+    /// face found).
+    fn apply(&self, perception: &Perception, frame: Frame, index: u64) -> Result<Option<Frame>> {
+        match self {
+            Self::Jpeg(q) => Ok(Some(frame.jpeg_roundtrip(*q)?)),
+            Self::Augment { seed, config } => {
+                let img =
+                    config.apply(&RgbF32::from_frame(&frame), &mut frame_rng(*seed, index))?;
+                Ok(Some(img.to_frame()?))
+            }
+            Self::SelfBlend { seed, config } => {
+                let dets = perception.detect(&frame)?;
+                let Some(det) = dets
+                    .iter()
+                    .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+                else {
+                    return Ok(None);
+                };
+                let mut rng = frame_rng(*seed, index);
+                Ok(Some(sbi::self_blend(&frame, det, config, &mut rng)?.image))
+            }
+        }
+    }
 }
 
 /// Outcome of one job.
@@ -43,6 +139,16 @@ pub fn is_image(path: &std::path::Path) -> bool {
 fn process(perception: &Perception, job: &Job) -> Outcome {
     let mut faces = Vec::new();
     let mut analyze = |k: u64, f: Frame| -> fakewatch_sdk::Result<()> {
+        let f = match &job.transform {
+            None => f,
+            Some(t) => match t
+                .apply(perception, f, k)
+                .map_err(|e| fakewatch_sdk::Error::InvalidFrame(format!("{e:#}")))?
+            {
+                Some(f) => f,
+                None => return Ok(()),
+            },
+        };
         let found = perception.analyze(&f)?;
         faces.extend(largest(&found).map(|mut c| {
             c.frame = k;
@@ -114,10 +220,13 @@ pub fn run(
     for (i, job) in jobs.iter().enumerate() {
         match file_key(&job.path) {
             Ok(sha) => {
-                let k = match job.sampling {
+                let mut k = match job.sampling {
                     None => sha,
                     Some(s) => format!("{sha}@{}", s.tag()),
                 };
+                if let Some(t) = &job.transform {
+                    k = format!("{k}+{}", t.tag());
+                }
                 match cache.get(&k) {
                     Some(f) => out[i] = Some(Outcome::Faces(f.clone())),
                     None => todo.push(i),

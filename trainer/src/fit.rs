@@ -22,12 +22,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::augment::AugmentConfig;
 use crate::cache::{self, EmbeddingCache};
 use crate::dataset::{self, DatasetSpec, Split};
-use crate::extract::{self, Job, Outcome};
+use crate::extract::{self, Job, Outcome, Transform};
 use crate::forest::{self, Forest, ForestConfig};
 use crate::logistic::{self, Logistic};
 use crate::metrics::{self, Report};
+use crate::sbi::SelfBlendConfig;
 use crate::triplet::{self, Head, Mining, Rng, TripletConfig};
 use crate::{onnx, plot, tsne};
 
@@ -135,6 +137,55 @@ pub struct FitConfig {
     /// Seed of everything not seeded above.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Where the fakes of the train and validation splits come from. The
+    /// test split always keeps the dataset's own fakes.
+    #[serde(default)]
+    pub fakes: FakeSource,
+    /// Self-blend generator settings (`fakes`: `self_blended` or `both`).
+    #[serde(default)]
+    pub self_blend: SelfBlendConfig,
+    /// Share of real train/validation samples that get a self-blended copy
+    /// (seeded choice; 1: every one).
+    #[serde(default = "default_share")]
+    pub self_blend_share: f64,
+    /// Augment every train sample once (flip, colour, scale, blur, noise,
+    /// JPEG; `None`: the samples as they are). With self-blended fakes this
+    /// gives real faces the same re-compression the blends get, so the
+    /// classifier cannot tell them apart by compression alone.
+    #[serde(default)]
+    pub augment: Option<AugmentConfig>,
+    /// Also measure the bundle on the test split re-compressed as JPEG at
+    /// this quality (robustness; `None`: skip).
+    #[serde(default)]
+    pub robustness_jpeg: Option<u8>,
+}
+
+/// Source of the training fakes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FakeSource {
+    /// The dataset's fakes (the paper's setting).
+    #[default]
+    Real,
+    /// Self-blended fakes made from the real faces only; the dataset's fakes
+    /// are never seen before the test (the SBI protocol: an honest
+    /// cross-manipulation test).
+    SelfBlended,
+    /// The dataset's fakes plus self-blended ones.
+    Both,
+}
+
+impl FakeSource {
+    fn keeps_dataset_fakes(self) -> bool {
+        self != Self::SelfBlended
+    }
+    fn blends(self) -> bool {
+        self != Self::Real
+    }
+}
+
+fn default_share() -> f64 {
+    1.0
 }
 
 fn default_sampling() -> Sampling {
@@ -148,6 +199,94 @@ fn default_tsne_points() -> usize {
 }
 fn default_seed() -> u64 {
     42
+}
+
+impl FitConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.sampling.max_frames() > 0,
+            "sampling must take at least one frame"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.self_blend_share),
+            "self_blend_share must lie within 0..=1"
+        );
+        if let Some(q) = self.robustness_jpeg {
+            ensure!(
+                (1..=100).contains(&q),
+                "robustness_jpeg must lie within 1..=100"
+            );
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
+        self.self_blend.validate()
+    }
+}
+
+/// Suffix of the video name of a self-blended face (its own video for the
+/// video-level metrics).
+const SELF_BLENDED: &str = "#self-blended";
+
+/// What one extraction job contributes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// The sample as it is.
+    Plain,
+    /// A self-blended fake of a real sample.
+    Blended,
+    /// A re-compressed copy of a test sample.
+    Recompressed,
+}
+
+/// The extraction jobs of a fit: every sample the configuration keeps, a
+/// self-blended copy of the chosen real train/validation samples, and a
+/// re-compressed copy of each test sample. Returns `(sample index, role,
+/// job)`.
+fn plan_jobs(cfg: &FitConfig, samples: &[dataset::Sample]) -> Vec<(usize, Role, Job)> {
+    let sampling = |s: &dataset::Sample| (!extract::is_image(&s.path)).then_some(cfg.sampling);
+    let blend = std::sync::Arc::new(cfg.self_blend.clone());
+    let augment = cfg.augment.clone().map(std::sync::Arc::new);
+    let mut pick = Rng::new(cfg.seed ^ 0x5b1);
+    let mut out = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        let test = s.split == Split::Test;
+        if test || !s.fake || cfg.fakes.keeps_dataset_fakes() {
+            let mut job = Job::plain(s.path.clone(), sampling(s));
+            if let (Split::Train, Some(a)) = (s.split, &augment) {
+                job.transform = Some(Transform::Augment {
+                    seed: cfg
+                        .seed
+                        .wrapping_add(i as u64)
+                        .wrapping_mul(0xA24B_AED4_963E_E407),
+                    config: a.clone(),
+                });
+            }
+            out.push((i, Role::Plain, job));
+        }
+        if !test
+            && !s.fake
+            && cfg.fakes.blends()
+            && f64::from(pick.uniform()) < cfg.self_blend_share
+        {
+            let mut job = Job::plain(s.path.clone(), sampling(s));
+            job.transform = Some(Transform::SelfBlend {
+                seed: cfg
+                    .seed
+                    .wrapping_add(i as u64)
+                    .wrapping_mul(0x2545_F491_4F6C_DD1D),
+                config: blend.clone(),
+            });
+            out.push((i, Role::Blended, job));
+        }
+        if let (true, Some(q)) = (test, cfg.robustness_jpeg) {
+            let mut job = Job::plain(s.path.clone(), sampling(s));
+            job.transform = Some(Transform::Jpeg(q));
+            out.push((i, Role::Recompressed, job));
+        }
+    }
+    out
 }
 
 /// Arguments of `fakewatch-train fit`.
@@ -396,10 +535,8 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     if let Some(d) = a.dataset {
         cfg.dataset.path = d;
     }
-    ensure!(
-        cfg.sampling.max_frames() > 0,
-        "sampling must take at least one frame"
-    );
+    cfg.validate()
+        .with_context(|| format!("checking {}", a.config.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
 
     // 1. Faces and embeddings, through the cache.
@@ -421,32 +558,34 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         cache.path().display(),
         cache.len()
     );
-    let jobs: Vec<Job> = samples
-        .iter()
-        .map(|s| Job {
-            sampling: (!extract::is_image(&s.path)).then_some(cfg.sampling),
-            path: s.path.clone(),
-        })
-        .collect();
+    let planned = plan_jobs(&cfg, &samples);
+    let jobs: Vec<Job> = planned.iter().map(|(_, _, j)| j.clone()).collect();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
     let (mut train, mut val, mut test) = (Rows::default(), Rows::default(), Rows::default());
+    let mut recompressed = Rows::default();
     let (mut no_face, mut failed) = (0usize, 0usize);
-    for (s, o) in samples.iter().zip(&outcomes) {
-        let rows = match s.split {
-            Split::Train => &mut train,
-            Split::Val => &mut val,
-            Split::Test => &mut test,
+    for ((i, role, _), o) in planned.iter().zip(&outcomes) {
+        let s = &samples[*i];
+        let rows = match (role, s.split) {
+            (Role::Recompressed, _) => &mut recompressed,
+            (_, Split::Train) => &mut train,
+            (_, Split::Val) => &mut val,
+            (_, Split::Test) => &mut test,
+        };
+        let (fake, video) = match role {
+            Role::Blended => (true, format!("{}{SELF_BLENDED}", s.video)),
+            _ => (s.fake, s.video.clone()),
         };
         match o {
             Outcome::Faces(f) if f.is_empty() => no_face += 1,
             Outcome::Faces(f) => {
                 for face in f {
                     rows.x.push(face.embedding.clone());
-                    rows.y.push(s.fake);
-                    rows.video.push(s.video.clone());
+                    rows.y.push(fake);
+                    rows.video.push(video.clone());
                 }
             }
             Outcome::Failed(e) => {
@@ -455,11 +594,16 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             }
         }
     }
+    let blended = |r: &Rows| r.video.iter().filter(|v| v.ends_with(SELF_BLENDED)).count();
     log::info!(
-        "faces: train {}, val {}, test {}; {no_face} samples without a face, {failed} unreadable",
+        "faces: train {} ({} self-blended), val {} ({} self-blended), test {} (+{} re-compressed); \
+         {no_face} samples without a face, {failed} unreadable",
         train.x.len(),
+        blended(&train),
         val.x.len(),
-        test.x.len()
+        blended(&val),
+        test.x.len(),
+        recompressed.x.len()
     );
     for (name, r) in [("train", &train), ("val", &val), ("test", &test)] {
         ensure!(
@@ -484,6 +628,21 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     );
     let (main_eval, main_scores) =
         evaluate(&main_name, &clf, (&hval, &val), (&htest, &test), fixed)?;
+    let robustness = match cfg.robustness_jpeg {
+        Some(q) if recompressed.both_classes() => {
+            let hr = project(&head, &recompressed.x)?;
+            let name = format!("{main_name}, test re-compressed JPEG q{q}");
+            let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hr, &recompressed), fixed)?;
+            log::info!("{name}: AUC {:.3}", e.frame.auc);
+            Some(e)
+        }
+        Some(q) => {
+            log::warn!("no test faces of both classes survived JPEG q{q}: robustness not measured");
+            None
+        }
+        None => None,
+    };
+    let distribution = ScoreDistribution::new(&clf.predict(&hval), &val.y);
 
     // 3. The paper's comparison rows.
     let mut table = vec![];
@@ -548,8 +707,12 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         &cfg,
         &base,
         &a.out,
-        &main_eval,
-        &test,
+        Measured {
+            eval: &main_eval,
+            test: &test,
+            robustness: robustness.as_ref(),
+            distribution: &distribution,
+        },
         threshold_f32(&main_eval),
     )?;
     let bundle = Bundle::load(&a.out).context("the written bundle does not load")?;
@@ -619,7 +782,8 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         "name": cfg.name,
         "faces": {"train": train.x.len(), "val": val.x.len(), "test": test.x.len()},
         "samples_without_face": no_face, "unreadable": failed,
-        "bundle": main_eval, "table": table,
+        "bundle": main_eval, "table": table, "robustness": robustness,
+        "validation_scores": distribution,
         "sdk_max_abs_diff": max_diff, "config": cfg,
     });
     std::fs::write(
@@ -652,14 +816,66 @@ fn mining_name(m: Mining) -> &'static str {
     }
 }
 
+/// Per-face scores of one split as two histograms over `0..=1`: what a
+/// deployment needs to re-calibrate its threshold, or to tell a confident
+/// verdict from a marginal one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreDistribution {
+    /// Which split the scores come from.
+    pub split: &'static str,
+    /// Number of equal-width bins over `0..=1`.
+    pub bins: usize,
+    /// Real faces per bin.
+    pub real: Vec<usize>,
+    /// Fake faces per bin.
+    pub fake: Vec<usize>,
+}
+
+/// Bins of [`ScoreDistribution`].
+pub const SCORE_BINS: usize = 20;
+
+impl ScoreDistribution {
+    /// Histograms of validation scores by label.
+    fn new(scores: &[f64], labels: &[bool]) -> Self {
+        let mut d = Self {
+            split: "val",
+            bins: SCORE_BINS,
+            real: vec![0; SCORE_BINS],
+            fake: vec![0; SCORE_BINS],
+        };
+        for (&s, &y) in scores.iter().zip(labels) {
+            let b = ((s.clamp(0.0, 1.0) * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+            if y {
+                d.fake[b] += 1;
+            } else {
+                d.real[b] += 1;
+            }
+        }
+        d
+    }
+}
+
+/// What `fit` measured, for the bundle's `metrics`.
+struct Measured<'a> {
+    eval: &'a Evaluation,
+    test: &'a Rows,
+    robustness: Option<&'a Evaluation>,
+    distribution: &'a ScoreDistribution,
+}
+
 fn write_manifest(
     cfg: &FitConfig,
     base: &Bundle,
     out: &Path,
-    eval: &Evaluation,
-    test: &Rows,
+    measured: Measured<'_>,
     threshold: f32,
 ) -> Result<BundleManifest> {
+    let Measured {
+        eval,
+        test,
+        robustness,
+        distribution,
+    } = measured;
     let bm = base.manifest();
     let rel = |name: &str| -> Result<String> { relative(&base.resolve(name)?, out) };
     let mut detector = bm.detector.clone();
@@ -694,6 +910,13 @@ fn write_manifest(
             "auc": eval.frame.auc, "eer": eval.frame.eer, "acc": eval.frame.acc,
             "precision": eval.frame.precision, "recall": eval.frame.recall, "f1": eval.frame.f1,
             "video": eval.video,
+            "fakes": cfg.fakes,
+            "robustness": robustness.map(|r| json!({
+                "jpeg_quality": cfg.robustness_jpeg,
+                "auc": r.frame.auc, "eer": r.frame.eer, "acc": r.frame.acc,
+                "video_auc": r.video.as_ref().map(|v| v.auc),
+            })),
+            "validation_scores": distribution,
         })),
         training: Some(serde_json::to_value(cfg)?),
         files: BTreeMap::new(),
@@ -842,6 +1065,89 @@ mod tests {
         assert_eq!(r, "../facenet.onnx");
         let r = relative(Path::new("/a/b/c.onnx"), Path::new("/a/b")).unwrap();
         assert_eq!(r, "c.onnx");
+    }
+
+    fn sample(split: Split, fake: bool) -> dataset::Sample {
+        let name = format!("{split:?}-{fake}");
+        dataset::Sample {
+            path: PathBuf::from(format!("{name}.jpg")),
+            fake,
+            video: name.clone(),
+            group: format!("{split:?}"),
+            identity: String::new(),
+            split,
+        }
+    }
+
+    fn config(fakes: FakeSource) -> FitConfig {
+        let mut c: FitConfig = serde_json::from_value(json!({
+            "name": "t",
+            "dataset": {"layout": "labels_csv", "path": "."},
+            "perception": "models/base",
+        }))
+        .unwrap();
+        c.fakes = fakes;
+        c
+    }
+
+    #[test]
+    fn jobs_per_fake_source() {
+        let samples: Vec<_> = [Split::Train, Split::Val, Split::Test]
+            .into_iter()
+            .flat_map(|s| [sample(s, false), sample(s, true)])
+            .collect();
+        let roles = |cfg: &FitConfig| -> Vec<(Split, bool, Role)> {
+            plan_jobs(cfg, &samples)
+                .into_iter()
+                .map(|(i, r, _)| (samples[i].split, samples[i].fake, r))
+                .collect()
+        };
+        let real = roles(&config(FakeSource::Real));
+        assert_eq!(real.len(), 6);
+        assert!(real.iter().all(|r| r.2 == Role::Plain));
+
+        // SBI protocol: no dataset fake before the test; each real train/val
+        // face gets a blended twin.
+        let sbi = roles(&config(FakeSource::SelfBlended));
+        assert!(!sbi.iter().any(|&(s, fake, _)| fake && s != Split::Test));
+        let blended: Vec<_> = sbi.iter().filter(|r| r.2 == Role::Blended).collect();
+        assert_eq!(blended.len(), 2);
+        assert!(blended.iter().all(|r| !r.1 && r.0 != Split::Test));
+        assert_eq!(sbi.len(), 6);
+
+        let mut both = config(FakeSource::Both);
+        both.robustness_jpeg = Some(30);
+        both.augment = Some(AugmentConfig::default());
+        let jobs = plan_jobs(&both, &samples);
+        assert_eq!(jobs.len(), 6 + 2 + 2);
+        for (i, role, job) in &jobs {
+            let s = &samples[*i];
+            match (role, &job.transform) {
+                (Role::Recompressed, Some(Transform::Jpeg(30))) => assert_eq!(s.split, Split::Test),
+                (Role::Blended, Some(Transform::SelfBlend { .. })) => assert!(!s.fake),
+                (Role::Plain, Some(Transform::Augment { .. })) => assert_eq!(s.split, Split::Train),
+                (Role::Plain, None) => assert_ne!(s.split, Split::Train),
+                other => panic!("unexpected job {other:?}"),
+            }
+        }
+        // A share of zero blends none.
+        both.self_blend_share = 0.0;
+        assert!(!roles(&both).iter().any(|r| r.2 == Role::Blended));
+    }
+
+    #[test]
+    fn config_checks() {
+        let mut c = config(FakeSource::Both);
+        c.validate().unwrap();
+        c.self_blend_share = 1.5;
+        assert!(c.validate().is_err());
+        let mut c = config(FakeSource::Real);
+        c.robustness_jpeg = Some(0);
+        assert!(c.validate().is_err());
+        let d = ScoreDistribution::new(&[0.0, 0.5, 1.0, 0.97], &[false, false, true, true]);
+        assert_eq!(d.real.iter().sum::<usize>(), 2);
+        assert_eq!(d.fake[SCORE_BINS - 1], 2);
+        assert_eq!(d.real[SCORE_BINS / 2], 1);
     }
 
     #[test]

@@ -308,10 +308,7 @@ fn score_samples(
     )?;
     let jobs: Vec<Job> = samples
         .iter()
-        .map(|s| Job {
-            path: s.path.clone(),
-            sampling: None,
-        })
+        .map(|s| Job::plain(s.path.clone(), None))
         .collect();
     let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
     let (mut idx, mut emb) = (vec![], vec![]);

@@ -2,6 +2,7 @@
 //! metric-learning head. Extraction runs the SDK's own detector, aligner and
 //! backbone, so what is trained is exactly what runs on the device.
 
+mod augment;
 mod cache;
 mod dataset;
 mod extract;
@@ -13,6 +14,7 @@ mod metrics;
 mod onnx;
 mod plot;
 mod quantize;
+mod sbi;
 mod signing;
 mod triplet;
 mod tsne;
@@ -84,6 +86,28 @@ enum Command {
     /// train split, writes QDQ ONNX for the backbone and head and a `…-int8`
     /// bundle with its own test metrics beside the fp32 ones.
     Quantize(int8::QuantizeArgs),
+    /// Write example self-blended fakes (face, mask, blend, difference) of
+    /// a dataset's real faces to a PNG grid, for a person to check the
+    /// generator before training on it.
+    SelfBlendGrid {
+        /// Dataset directory holding labels.csv.
+        dataset: PathBuf,
+        /// Bundle whose detector finds the landmarks.
+        #[arg(long, default_value = "models/base")]
+        bundle: PathBuf,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of examples (rows).
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Generator settings (JSON object of `self_blend` fields; default: the defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seed of the choice of faces and of the blends.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Make an ed25519 key pair for signing bundles: OUT (secret, mode 0600)
     /// and OUT.pub (give it to the devices).
     Keygen {
@@ -132,6 +156,22 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", signing::sign_bundle(&bundle, &key)?);
             Ok(())
         }
+        Command::SelfBlendGrid {
+            dataset,
+            bundle,
+            out,
+            count,
+            config,
+            seed,
+        } => self_blend_grid(
+            &dataset,
+            &bundle,
+            &out,
+            count,
+            config.as_deref(),
+            seed,
+            backend.as_ref(),
+        ),
         Command::Embed {
             dataset,
             bundle,
@@ -162,10 +202,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             let jobs: Vec<_> = rows
                 .iter()
-                .map(|r| extract::Job {
-                    path: dataset.join(&r.file),
-                    sampling: None,
-                })
+                .map(|r| extract::Job::plain(dataset.join(&r.file), None))
                 .collect();
             let threads = threads.unwrap_or_else(default_threads);
             let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
@@ -205,4 +242,55 @@ fn run(cli: Cli) -> Result<()> {
 /// Worker threads for extraction: one per core.
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `fakewatch-train self-blend-grid`.
+fn self_blend_grid(
+    dataset: &std::path::Path,
+    bundle: &std::path::Path,
+    out: &std::path::Path,
+    count: usize,
+    config: Option<&std::path::Path>,
+    seed: u64,
+    backend: &dyn fakewatch_sdk::backend::Backend,
+) -> Result<()> {
+    anyhow::ensure!((1..=64).contains(&count), "--count must lie within 1..=64");
+    let cfg: sbi::SelfBlendConfig = match config {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parsing {}", p.display()))?,
+        None => sbi::SelfBlendConfig::default(),
+    };
+    cfg.validate()?;
+    let mut rows: Vec<_> = dataset::read_labels(dataset)?
+        .into_iter()
+        .filter(|r| r.label == "real")
+        .collect();
+    let mut rng = triplet::Rng::new(seed);
+    rng.shuffle(&mut rows);
+    let b = Bundle::load(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
+    let perception = Perception::from_bundle(&b, backend)?;
+    let mut examples = Vec::new();
+    for r in &rows {
+        if examples.len() == count {
+            break;
+        }
+        let path = dataset.join(&r.file);
+        let frame = fakewatch_sdk::Frame::load(&path)?;
+        let dets = perception.detect(&frame)?;
+        let Some(det) = dets
+            .iter()
+            .max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()))
+        else {
+            log::warn!("{}: no face", path.display());
+            continue;
+        };
+        let blended = sbi::self_blend(&frame, det, &cfg, &mut rng)?;
+        examples.push((frame, blended));
+    }
+    let grid = sbi::example_grid(&examples)?;
+    grid.save(out)?;
+    println!("{} ({} examples)", out.display(), examples.len());
+    Ok(())
 }
