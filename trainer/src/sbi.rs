@@ -179,8 +179,8 @@ pub fn self_blend(
             let sy = centre.y + (y as f32 - centre.y - dy) / s;
             let p = source.sample(sx, sy);
             let i = (y * w + x) * 3;
-            for c in 0..3 {
-                out.data[i + c] = m * p[c] + (1.0 - m) * out.data[i + c];
+            for (o, pc) in out.data[i..i + 3].iter_mut().zip(p) {
+                *o = m * pc + (1.0 - m) * *o;
             }
         }
     }

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Generalisation table for trained bundles (issue 8), measured, never typed in.
+
+For each bundle directory given, reads the identity-disjoint DFDC test metrics and
+the JPEG re-compression metrics that `fakewatch-train fit` stored in its
+bundle.json, then runs `fakewatch scan --json` on the shared media: the DFDC
+fake videos (label from their metadata.json) and the real talking-head clips.
+Prints one Markdown table, and with --json the raw numbers.
+
+Needs ../shared (research data) and a built `fakewatch` (release by default):
+
+    python3 bench/generalisation.py models/default /tmp/b/facenet-self-blended ...
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scan(fakewatch, bundle, inputs, frames):
+    out = subprocess.run(
+        [fakewatch, "scan", "--json", "--bundle", str(bundle), "--frames", str(frames)]
+        + [str(p) for p in inputs],
+        capture_output=True,
+        text=True,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if len(rows) != len(inputs):
+        sys.exit(f"scan of {bundle} gave {len(rows)} rows for {len(inputs)} inputs:\n{out.stderr}")
+    return rows
+
+
+def auc(pos, neg):
+    """Probability that a fake outscores a real (ties count half)."""
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def fmt(v, digits=3):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundles", nargs="+", type=Path)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--fakewatch", default=str(ROOT / "target/release/fakewatch"))
+    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--json", type=Path, help="also write the raw numbers here")
+    a = ap.parse_args()
+
+    media = a.shared / "data/media"
+    meta = json.loads((media / "dfdc-sample-videos/metadata.json").read_text())
+    fakes = sorted(media / "dfdc-sample-videos" / n for n, m in meta.items() if m["label"] == "FAKE")
+    reals = sorted((media / "talking-heads").glob("*.mp4"))
+    if not fakes or not reals:
+        sys.exit(f"no media under {media}")
+
+    results = []
+    for b in a.bundles:
+        m = json.loads((b / "bundle.json").read_text())
+        metrics = m.get("metrics") or {}
+        rob = metrics.get("robustness") or {}
+        threshold = (m.get("decision") or {}).get("threshold")
+        rows = scan(a.fakewatch, b, fakes + reals, a.frames)
+        fake_scores = [r["score"] for r in rows[: len(fakes)]]
+        real_scores = [r["score"] for r in rows[len(fakes):] if r["score"] is not None]
+        flagged = sum(r["label"] == "fake" for r in rows[len(fakes):])
+        results.append(
+            {
+                "bundle": str(b),
+                "fakes": metrics.get("fakes", "real"),
+                "test_auc": metrics.get("auc"),
+                "test_video_auc": (metrics.get("video") or {}).get("auc"),
+                "jpeg_quality": rob.get("jpeg_quality"),
+                "jpeg_auc": rob.get("auc"),
+                "threshold": threshold,
+                "dfdc_fake_scores": {p.name: s for p, s in zip(fakes, fake_scores)},
+                "real_scores": {p.name: r["score"] for p, r in zip(reals, rows[len(fakes):])},
+                "real_mean": sum(real_scores) / len(real_scores) if real_scores else None,
+                "real_flagged": flagged,
+                "real_count": len(reals),
+                "media_auc": auc([s for s in fake_scores if s is not None], real_scores),
+            }
+        )
+
+    print(
+        "| bundle | train fakes | DFDC test AUC | JPEG q30 AUC | threshold | "
+        + " | ".join(f"{p.stem} (fake)" for p in fakes)
+        + " | real clips: mean score | real clips flagged fake | media AUC |"
+    )
+    print("|---" * (8 + len(fakes)) + "|")
+    for r in results:
+        print(
+            f"| {Path(r['bundle']).name} | {r['fakes']} | {fmt(r['test_auc'], 4)} | "
+            f"{fmt(r['jpeg_auc'], 4)} | {fmt(r['threshold'], 4)} | "
+            + " | ".join(fmt(s) for s in r["dfdc_fake_scores"].values())
+            + f" | {fmt(r['real_mean'])} | {r['real_flagged']}/{r['real_count']} | {fmt(r['media_auc'])} |"
+        )
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
