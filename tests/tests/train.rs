@@ -154,6 +154,20 @@ fn image_dataset(dir: &Path) -> std::path::PathBuf {
     data
 }
 
+/// A tiny fit configuration for [`image_dataset`].
+fn image_config(name: &str, data: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "dataset": {"layout": "labels_csv", "path": data},
+        "perception": "models/base",
+        "triplet": {"layers": [16, 8], "batch": 4, "steps": 5, "seed": 1},
+        "classifier": "logistic",
+        "compare": false,
+        "tsne_points": 0,
+        "seed": 1
+    })
+}
+
 /// No research data needed: `fit` with self-blended fakes only (the SBI
 /// protocol) on images made here, with train augmentation and the JPEG-q30
 /// robustness test. The dataset's train and val fakes are left out and each
@@ -164,19 +178,10 @@ fn image_dataset(dir: &Path) -> std::path::PathBuf {
 fn fit_with_self_blended_fakes_and_the_example_grid() {
     let dir = scratch("self-blend");
     let data = image_dataset(&dir);
-    let config = serde_json::json!({
-        "name": "self-blend-smoke",
-        "dataset": {"layout": "labels_csv", "path": data},
-        "perception": "models/base",
-        "triplet": {"layers": [16, 8], "batch": 4, "steps": 5, "seed": 1},
-        "classifier": "logistic",
-        "compare": false,
-        "tsne_points": 0,
-        "seed": 1,
-        "fakes": "self_blended",
-        "augment": {},
-        "robustness_jpeg": 30
-    });
+    let mut config = image_config("self-blend-smoke", &data);
+    config["fakes"] = "self_blended".into();
+    config["augment"] = serde_json::json!({});
+    config["robustness_jpeg"] = 30.into();
     let cfg = dir.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let (a, b) = (dir.join("a"), dir.join("b"));
@@ -230,16 +235,7 @@ fn quantize_writes_an_int8_bundle_that_scans() {
     let dir = scratch("quantize");
     let t1 = root().join("tests/fixtures/t1.jpg");
     let data = image_dataset(&dir);
-    let config = serde_json::json!({
-        "name": "image-smoke",
-        "dataset": {"layout": "labels_csv", "path": data},
-        "perception": "models/base",
-        "triplet": {"layers": [16, 8], "batch": 4, "steps": 5, "seed": 1},
-        "classifier": "logistic",
-        "compare": false,
-        "tsne_points": 0,
-        "seed": 1
-    });
+    let config = image_config("image-smoke", &data);
     let cfg = dir.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let (fp32, int8) = (dir.join("fp32"), dir.join("fp32-int8"));
