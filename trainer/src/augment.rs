@@ -1,6 +1,7 @@
 //! Seeded image augmentations for training data, in Rust: JPEG
 //! re-compression at a random quality, downscale and upscale, Gaussian blur,
-//! sharpening, noise, colour jitter and horizontal flip. Also the float image
+//! sharpening, noise, colour jitter and horizontal flip (the SDK's
+//! [`Frame::flip_horizontal`]). Also the float image
 //! type and the filters the self-blend generator ([`crate::sbi`]) builds on.
 //!
 //! Everything takes an explicit [`Rng`], so one seed reproduces one image.
@@ -104,17 +105,6 @@ impl RgbF32 {
     pub fn blur(&mut self, sigma: f32) {
         blur_channels(&mut self.data, self.width, self.height, 3, sigma);
     }
-
-    /// Mirrors left to right.
-    pub fn flip_horizontal(&mut self) {
-        for row in self.data.chunks_exact_mut(self.width * 3) {
-            for x in 0..self.width / 2 {
-                for c in 0..3 {
-                    row.swap(x * 3 + c, (self.width - 1 - x) * 3 + c);
-                }
-            }
-        }
-    }
 }
 
 /// Gaussian blur of an interleaved `channels`-channel buffer, in place.
@@ -129,28 +119,36 @@ pub fn blur_channels(data: &mut [f32], width: usize, height: usize, channels: us
     let sum: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= sum);
     let mut tmp = vec![0.0f32; data.len()];
+    let dims = (width, height, channels);
     // Horizontal pass into tmp, vertical pass back into data.
+    blur_pass(data, &mut tmp, dims, &kernel, true);
+    blur_pass(&tmp, data, dims, &kernel, false);
+}
+
+/// One 1-D pass of a separable filter along rows (`horizontal`) or columns,
+/// edges clamped.
+fn blur_pass(
+    src: &[f32],
+    dst: &mut [f32],
+    (width, height, channels): (usize, usize, usize),
+    kernel: &[f32],
+    horizontal: bool,
+) {
+    let radius = (kernel.len() / 2) as isize;
     for y in 0..height {
         for x in 0..width {
             for c in 0..channels {
                 let mut acc = 0.0;
                 for (k, w) in kernel.iter().enumerate() {
-                    let xx = (x as isize + k as isize - radius).clamp(0, width as isize - 1);
-                    acc += w * data[(y * width + xx as usize) * channels + c];
+                    let off = k as isize - radius;
+                    let (xx, yy) = if horizontal {
+                        ((x as isize + off).clamp(0, width as isize - 1) as usize, y)
+                    } else {
+                        (x, (y as isize + off).clamp(0, height as isize - 1) as usize)
+                    };
+                    acc += w * src[(yy * width + xx) * channels + c];
                 }
-                tmp[(y * width + x) * channels + c] = acc;
-            }
-        }
-    }
-    for y in 0..height {
-        for x in 0..width {
-            for c in 0..channels {
-                let mut acc = 0.0;
-                for (k, w) in kernel.iter().enumerate() {
-                    let yy = (y as isize + k as isize - radius).clamp(0, height as isize - 1);
-                    acc += w * tmp[(yy as usize * width + x) * channels + c];
-                }
-                data[(y * width + x) * channels + c] = acc;
+                dst[(y * width + x) * channels + c] = acc;
             }
         }
     }
@@ -308,11 +306,12 @@ impl AugmentConfig {
 
     /// Applies the augmentations in a fixed order (geometry, colour, scale,
     /// blur, noise, compression), each with its probability.
-    pub fn apply(&self, img: &RgbF32, rng: &mut Rng) -> Result<RgbF32> {
-        let mut out = img.clone();
-        if rng.uniform() < self.flip {
-            out.flip_horizontal();
-        }
+    pub fn apply(&self, frame: &Frame, rng: &mut Rng) -> Result<RgbF32> {
+        let mut out = if rng.uniform() < self.flip {
+            RgbF32::from_frame(&frame.flip_horizontal())
+        } else {
+            RgbF32::from_frame(frame)
+        };
         if rng.uniform() < self.color {
             color_jitter(&mut out, self.color_strength, rng);
         }
@@ -390,16 +389,6 @@ mod tests {
     }
 
     #[test]
-    fn flip_twice_is_identity_and_moves_pixels() {
-        let img = gradient(7, 3);
-        let mut f = img.clone();
-        f.flip_horizontal();
-        assert_eq!(f.data[0..3], img.data[6 * 3..7 * 3]);
-        f.flip_horizontal();
-        assert_eq!(f, img);
-    }
-
-    #[test]
     fn resize_keeps_size_and_mean() {
         let img = gradient(40, 30);
         let small = img.resize(20, 15);
@@ -423,9 +412,10 @@ mod tests {
         };
         cfg.validate().unwrap();
         let img = gradient(32, 32);
-        let a = cfg.apply(&img, &mut Rng::new(3)).unwrap();
-        let b = cfg.apply(&img, &mut Rng::new(3)).unwrap();
-        let c = cfg.apply(&img, &mut Rng::new(4)).unwrap();
+        let frame = img.to_frame().unwrap();
+        let a = cfg.apply(&frame, &mut Rng::new(3)).unwrap();
+        let b = cfg.apply(&frame, &mut Rng::new(3)).unwrap();
+        let c = cfg.apply(&frame, &mut Rng::new(4)).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, img);

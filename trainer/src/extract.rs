@@ -11,7 +11,7 @@ use fakewatch_sdk::sampling::Sampling;
 use fakewatch_sdk::{Face, Frame, Perception};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::augment::{AugmentConfig, RgbF32};
+use crate::augment::AugmentConfig;
 use crate::cache::{file_key, CachedFace, EmbeddingCache};
 use crate::sbi::{self, SelfBlendConfig};
 use crate::triplet::Rng;
@@ -99,8 +99,7 @@ impl Transform {
         match self {
             Self::Jpeg(q) => Ok(Some(frame.jpeg_roundtrip(*q)?)),
             Self::Augment { seed, config } => {
-                let img =
-                    config.apply(&RgbF32::from_frame(&frame), &mut frame_rng(*seed, index))?;
+                let img = config.apply(&frame, &mut frame_rng(*seed, index))?;
                 Ok(Some(img.to_frame()?))
             }
             Self::SelfBlend { seed, config } => {
