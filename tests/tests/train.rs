@@ -226,6 +226,81 @@ fn fit_with_self_blended_fakes_and_the_example_grid() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// No research data needed: `finetune` of faceres end to end on images made
+/// here (real and self-blended fakes, augmented 64 px crops), stopped at a
+/// checkpoint and resumed; the perception bundle it writes holds the tuned
+/// backbone, which tract reproduces, and `fit` turns it into a bundle that
+/// scans.
+#[test]
+fn finetune_resumes_and_its_backbone_fits_and_scans() {
+    let dir = scratch("finetune");
+    let data = image_dataset(&dir);
+    let config = |steps: usize| {
+        let c = serde_json::json!({
+            "name": "finetune-smoke",
+            "dataset": {"layout": "labels_csv", "path": data},
+            "perception": "models/base-faceres",
+            "input_size": 64,
+            "fakes": "both",
+            "augment": {},
+            "steps": steps,
+            "batch": 4,
+            "freeze_convs": 2,
+            "val_faces": 4,
+            "checkpoint_every": 2,
+            "seed": 1
+        });
+        let path = dir.join(format!("finetune-{steps}.json"));
+        std::fs::write(&path, c.to_string()).unwrap();
+        path
+    };
+    let out = dir.join("tuned");
+    let finetune = |cfg: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "finetune",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        train(&args);
+    };
+    finetune(&config(2), &[]);
+    let state = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(state("checkpoint.json")["step"], 2);
+    finetune(&config(3), &["--resume"]);
+    let ck = state("checkpoint.json");
+    assert_eq!(ck["step"], 3);
+    assert_eq!(ck["losses"].as_array().unwrap().len(), 3, "{ck}");
+
+    let bundle = fakewatch_sdk::bundle::Bundle::load(&out).unwrap();
+    let m = bundle.manifest();
+    assert_eq!(m.backbone.file, "backbone.onnx");
+    assert_eq!(m.backbone.input, [3, 64, 64]);
+    assert_eq!(m.aligner.size, 64);
+    assert!(m.head.is_none());
+    let metrics = m.metrics.clone().unwrap();
+    assert!(metrics["export_max_relative_error"].as_f64().unwrap() <= 1e-4);
+    // The tuned backbone differs from its source.
+    let tuned = std::fs::read(out.join("backbone.onnx")).unwrap();
+    let source = std::fs::read(root().join("models/faceres.onnx")).unwrap();
+    assert_ne!(tuned, source);
+
+    let mut fit_cfg = image_config("finetuned-smoke", &data);
+    fit_cfg["perception"] = out.to_str().unwrap().into();
+    let cfg = dir.join("fit.json");
+    std::fs::write(&cfg, fit_cfg.to_string()).unwrap();
+    let bundle_dir = dir.join("bundle");
+    let r = fit_with(&cfg, &bundle_dir, &dir.join("cache"), &[]);
+    assert!(r["sdk_max_abs_diff"].as_f64().unwrap() < 1e-4);
+    let scanned = scan_json(&bundle_dir, &root().join("tests/fixtures/t1.jpg"));
+    assert_eq!(scanned["faces"], 6);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// No research data needed: `fit` on still images made here (t1 and its
 /// mirror image), then `quantize --detector` on that bundle. The int8 bundle
 /// has QDQ MTCNN nets and a QDQ backbone a quarter of the size, references

@@ -6,8 +6,10 @@ mod augment;
 mod cache;
 mod dataset;
 mod extract;
+mod finetune;
 mod fit;
 mod forest;
+mod graph;
 mod int8;
 mod logistic;
 mod metrics;
@@ -82,6 +84,11 @@ enum Command {
     /// Train, evaluate and write a bundle from a labelled dataset (the
     /// paper's method end to end; configuration in a JSON file).
     Fit(fit::FitArgs),
+    /// Fine-tune a perception bundle's backbone end to end on real/fake faces
+    /// (cross-entropy + semi-hard triplet loss; real, self-blended or both
+    /// kinds of fakes) and write a perception bundle with the tuned backbone
+    /// for `fit`. Checkpoints every N steps; `--resume` continues.
+    Finetune(finetune::FineTuneArgs),
     /// Post-training int8 quantization of a trained bundle: calibrates on its
     /// train split, writes QDQ ONNX for the backbone and head and a `…-int8`
     /// bundle with its own test metrics beside the fp32 ones.
@@ -146,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
     .open()?;
     match cli.command {
         Command::Fit(a) => fit::run(a, backend.as_ref()),
+        Command::Finetune(a) => finetune::run(a, backend.as_ref()),
         Command::Quantize(a) => int8::run(a, backend.as_ref()),
         Command::Keygen { out } => {
             let public = signing::keygen(&out)?;

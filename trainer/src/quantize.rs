@@ -144,7 +144,7 @@ fn attr_f(node: &NodeProto, name: &str) -> Option<f32> {
 }
 
 /// The float values of an initializer (raw or typed storage).
-fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
+pub(crate) fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
     ensure!(
         t.data_type == DataType::Float as i32,
         "{}: not a float tensor",
