@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use fakewatch_sdk::align::{Aligner, AlignerConfig};
 use fakewatch_sdk::backend::Backend;
 use fakewatch_sdk::bundle::{sha256_file, Bundle};
@@ -40,6 +39,10 @@ pub const BACKBONE_FILE: &str = "backbone.onnx";
 pub const CHECKPOINT_FILE: &str = "checkpoint.onnx";
 /// Checkpoint state (step, classifier weights, losses).
 pub const CHECKPOINT_STATE: &str = "checkpoint.json";
+/// Checkpoint of the optimiser's moments (safetensors).
+pub const CHECKPOINT_OPTIMIZER: &str = "checkpoint-adam.safetensors";
+/// Steps between progress log lines when no terminal shows the bar.
+const LOG_EVERY: usize = 10;
 /// Largest difference allowed between the trainer's and tract's embeddings
 /// of the exported backbone (relative to the largest magnitude).
 pub const EXPORT_TOLERANCE: f32 = 1e-4;
@@ -106,10 +109,10 @@ fn half() -> f64 {
     0.5
 }
 fn default_lr() -> f64 {
-    1e-3
+    1e-2
 }
 fn default_backbone_lr() -> f64 {
-    1e-4
+    1e-5
 }
 fn default_triplet_weight() -> f64 {
     1.0
@@ -320,6 +323,118 @@ impl Model {
     }
 }
 
+/// Adam (Kingma & Ba) over groups of variables with their own learning
+/// rates, with moments that a checkpoint saves, so a resumed run continues
+/// exactly where it stopped.
+struct Adam {
+    groups: Vec<(Vec<Var>, f64)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: usize,
+}
+
+/// Adam's decay rates and epsilon (the usual defaults).
+const ADAM_BETAS: (f64, f64) = (0.9, 0.999);
+const ADAM_EPS: f64 = 1e-8;
+
+impl Adam {
+    fn new(groups: Vec<(Vec<Var>, f64)>) -> Result<Self> {
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        let all: Vec<&Var> = groups.iter().flat_map(|(g, _)| g).collect();
+        Ok(Self {
+            m: all
+                .iter()
+                .map(|v| zeros(v))
+                .collect::<candle_core::Result<_>>()?,
+            v: all
+                .iter()
+                .map(|v| zeros(v))
+                .collect::<candle_core::Result<_>>()?,
+            groups,
+            t: 0,
+        })
+    }
+
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = ADAM_BETAS;
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        let mut k = 0;
+        for (vars, lr) in &self.groups {
+            for var in vars {
+                if let Some(g) = grads.get(var.as_tensor()) {
+                    let m = ((&self.m[k] * b1)? + (g * (1.0 - b1))?)?;
+                    let v = ((&self.v[k] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                    let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + ADAM_EPS)?)?;
+                    var.set(&(var.as_tensor() - (update * *lr)?)?)?;
+                    self.m[k] = m;
+                    self.v[k] = v;
+                }
+                k += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the moments (the step count is in the checkpoint state).
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut map = std::collections::HashMap::new();
+        for (k, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
+            map.insert(format!("m.{k}"), m.clone());
+            map.insert(format!("v.{k}"), v.clone());
+        }
+        candle_core::safetensors::save(&map, path)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Restores the moments saved at step `t`.
+    fn load(&mut self, path: &Path, t: usize) -> Result<()> {
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for k in 0..self.m.len() {
+            for (name, slot) in [("m", &mut self.m[k]), ("v", &mut self.v[k])] {
+                let saved = map
+                    .get(&format!("{name}.{k}"))
+                    .with_context(|| format!("{}: no {name}.{k}", path.display()))?;
+                ensure!(
+                    saved.dims() == slot.dims(),
+                    "{}: {name}.{k} has another shape",
+                    path.display()
+                );
+                *slot = saved.clone();
+            }
+        }
+        self.t = t;
+        Ok(())
+    }
+}
+
+/// Fails when the backbone's embeddings of a batch have collapsed to zero
+/// (every ReLU before the output dead, usually from a backbone learning rate
+/// too high for its folded batch-norm weights). Training cannot recover from
+/// that: no gradient reaches the backbone any more, the cross-entropy sticks
+/// at ln 2 and the triplet loss at its margin.
+fn check_not_collapsed(e: &Tensor, step: usize, backbone_lr: f64) -> Result<()> {
+    let dead = e
+        .abs()?
+        .sum(1)?
+        .to_vec1::<f32>()?
+        .iter()
+        .filter(|&&v| v < COLLAPSED_EMBEDDING)
+        .count();
+    ensure!(
+        dead < e.dim(0)?,
+        "step {step}: the backbone's embeddings collapsed to zero for the whole batch \
+         (dead activations); restart with a lower backbone_lr than {backbone_lr}"
+    );
+    Ok(())
+}
+
+/// Below this L1 norm (after L2 normalisation, where a live embedding has
+/// L1 norm ≥ 1) an embedding counts as collapsed.
+const COLLAPSED_EMBEDDING: f32 = 1e-3;
+
 /// Binary cross-entropy with logits, mean over the batch.
 fn bce_with_logits(logit: &Tensor, y: &Tensor) -> Result<Tensor> {
     // max(z, 0) − z·y + log(1 + e^(−|z|))
@@ -435,22 +550,13 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
         model.graph.trainable_len(),
         cfg.freeze_convs
     );
-    let mut opt_backbone = AdamW::new(
-        model.graph.vars(),
-        ParamsAdamW {
-            lr: cfg.backbone_lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
-    let mut opt_head = AdamW::new(
-        vec![model.w.clone(), model.b.clone()],
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut adam = Adam::new(vec![
+        (model.graph.vars(), cfg.backbone_lr),
+        (vec![model.w.clone(), model.b.clone()], cfg.lr),
+    ])?;
+    if a.resume {
+        adam.load(&a.out.join(CHECKPOINT_OPTIMIZER), state.step)?;
+    }
 
     // 3. Training.
     let item = prep.item_len();
@@ -461,6 +567,7 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
     bar.set_position(state.step as u64);
     let started = Instant::now();
     let seconds_before = state.seconds;
+    let steps_before = state.step;
     while state.step < cfg.steps {
         let step = state.step;
         // Every step has its own generator, so a resumed run draws the same batches.
@@ -501,6 +608,7 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
             &Device::Cpu,
         )?;
         let (e, logit) = model.forward(&x)?;
+        check_not_collapsed(&e, step, cfg.backbone_lr)?;
         let bce = bce_with_logits(&logit, &y)?;
         let d = triplet::pairwise_sq_dist(&e)?;
         let dv = d.flatten_all()?.to_vec1::<f32>()?;
@@ -517,8 +625,7 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
             "loss became {bv}/{tv} at step {step}"
         );
         let grads = loss.backward()?;
-        opt_backbone.step(&grads)?;
-        opt_head.step(&grads)?;
+        adam.step(&grads)?;
         state.losses.push(StepLoss {
             step,
             bce: bv,
@@ -527,6 +634,17 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
         state.step += 1;
         bar.set_message(format!("bce {bv:.3} triplet {tv:.3}"));
         bar.inc(1);
+        if bar.is_hidden() && state.step.is_multiple_of(LOG_EVERY) {
+            // No terminal (a log file, a service): progress as log lines.
+            let done = state.step - steps_before;
+            let per_step = started.elapsed().as_secs_f64() / done.max(1) as f64;
+            log::info!(
+                "step {}/{}: bce {bv:.4} triplet {tv:.4} ({per_step:.1} s/step, {:.0} s left)",
+                state.step,
+                cfg.steps,
+                per_step * (cfg.steps - state.step) as f64
+            );
+        }
         let at_end = state.step == cfg.steps;
         if at_end || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) {
             let auc = validate(&model, &prep, &val)?;
@@ -541,12 +659,18 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
                 &a.out.join(CHECKPOINT_FILE),
                 Some((size as usize, size as usize)),
             )?;
+            adam.save(&a.out.join(CHECKPOINT_OPTIMIZER))?;
             std::fs::write(a.out.join(CHECKPOINT_STATE), serde_json::to_vec(&state)?)?;
-            bar.println(format!(
+            let line = format!(
                 "step {}: validation AUC {}",
                 state.step,
                 auc.map_or("n/a".into(), |v| format!("{v:.4}"))
-            ));
+            );
+            if bar.is_hidden() {
+                log::info!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
     }
     bar.finish_and_clear();
@@ -709,6 +833,18 @@ mod tests {
             .sum::<f32>()
             / 3.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn collapsed_embeddings_are_an_error() {
+        let live = Tensor::new(&[[0.6f32, 0.8], [0.0, 0.0]], &Device::Cpu).unwrap();
+        check_not_collapsed(&live, 3, 1e-4).unwrap();
+        let dead = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let err = check_not_collapsed(&dead, 3, 1e-4).unwrap_err().to_string();
+        assert!(
+            err.contains("step 3") && err.contains("backbone_lr"),
+            "{err}"
+        );
     }
 
     #[test]
