@@ -322,6 +322,37 @@ fn finetune_resumes_and_its_backbone_fits_and_scans() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// No research data needed: `fit` with the paper's bagging (three balanced
+/// bags of random forests, majority vote) on images made here. The bags live
+/// in one classifier file that the SDK reproduces, and the bundle scans.
+#[test]
+fn fit_with_bagged_classifiers() {
+    let dir = scratch("bagging");
+    let data = image_dataset(&dir);
+    let mut config = image_config("bagged-smoke", &data);
+    config["classifier"] = "random_forest".into();
+    config["forest"] = serde_json::json!({"trees": 3, "max_depth": 3, "min_leaf": 1});
+    config["bagging"] = serde_json::json!({"bags": 3, "vote": "max_vote"});
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let out = dir.join("bundle");
+    let r = fit_with(&cfg, &out, &dir.join("cache"), &[]);
+    assert!(r["sdk_max_abs_diff"].as_f64().unwrap() < 1e-4, "{r}");
+    let name = r["bundle"]["name"].as_str().unwrap();
+    assert!(name.contains("3 bags, max vote"), "{name}");
+    let clf = std::fs::read(out.join("classifier.onnx")).unwrap();
+    for part in [&b"bag0."[..], b"bag2.", b"bag_votes"] {
+        assert!(clf.windows(part.len()).any(|w| w == part), "no {part:?}");
+    }
+    let scanned = scan_json(&out, &root().join("tests/fixtures/t1.jpg"));
+    assert_eq!(scanned["faces"], 6);
+    let score = scanned["score"].as_f64().unwrap();
+    // A majority vote of three bags is a multiple of 1/3 per face; the
+    // video score is a mean over tracks' frames, so it stays in 0..=1.
+    assert!((0.0..=1.0).contains(&score), "{score}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// No research data needed: `fit` on still images made here (t1 and its
 /// mirror image), then `quantize --detector` on that bundle. The int8 bundle
 /// has QDQ MTCNN nets and a QDQ backbone a quarter of the size, references

@@ -29,6 +29,7 @@ use crate::extract::{self, Job, Outcome, Transform};
 use crate::forest::{self, Forest, ForestConfig};
 use crate::logistic::{self, Logistic};
 use crate::metrics::{self, Report};
+use crate::onnx::BagVote;
 use crate::sbi::SelfBlendConfig;
 use crate::triplet::{self, Head, Mining, Rng, TripletConfig};
 use crate::{onnx, plot, tsne};
@@ -72,6 +73,61 @@ impl Default for LogisticConfig {
             l2: logistic::L2,
         }
     }
+}
+
+/// The paper's class balancing: k bags, each with every face of the
+/// smaller class and one disjoint part of the larger class, one classifier
+/// per bag, combined in one classifier file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaggingConfig {
+    /// Number of bags; 0: larger class ÷ smaller class, rounded (balanced
+    /// bags, as in the paper).
+    #[serde(default)]
+    pub bags: usize,
+    /// How the bags' scores are combined.
+    #[serde(default)]
+    pub vote: BagVote,
+}
+
+/// Largest number of bags a configuration may ask for.
+pub const MAX_BAGS: usize = 64;
+
+/// The training rows of each bag: every row of the smaller class, plus one
+/// of `k` disjoint, equally sized parts of the larger class (seeded shuffle).
+/// With `bags` 0, `k` is the class ratio rounded (at least 1).
+pub fn balanced_bags(y: &[bool], bags: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+    let fake: Vec<usize> = (0..y.len()).filter(|&i| y[i]).collect();
+    let real: Vec<usize> = (0..y.len()).filter(|&i| !y[i]).collect();
+    ensure!(
+        !fake.is_empty() && !real.is_empty(),
+        "bagging needs faces of both classes"
+    );
+    let (small, mut large) = if fake.len() <= real.len() {
+        (fake, real)
+    } else {
+        (real, fake)
+    };
+    let k = if bags == 0 {
+        ((large.len() as f64 / small.len() as f64).round() as usize).max(1)
+    } else {
+        bags
+    };
+    ensure!(
+        k <= MAX_BAGS && k <= large.len(),
+        "{k} bags for {} faces of the larger class (at most {MAX_BAGS})",
+        large.len()
+    );
+    Rng::new(seed ^ 0xBA65).shuffle(&mut large);
+    let part = large.len() / k;
+    Ok((0..k)
+        .map(|b| {
+            let mut rows = small.clone();
+            rows.extend_from_slice(&large[b * part..(b + 1) * part]);
+            rows.sort_unstable();
+            rows
+        })
+        .collect())
 }
 
 /// The bundle's decision settings.
@@ -118,6 +174,9 @@ pub struct FitConfig {
     /// Classifier written into the bundle.
     #[serde(default = "default_classifier")]
     pub classifier: ClassifierKind,
+    /// Bagging of the classifier (`None`: one classifier on every face).
+    #[serde(default)]
+    pub bagging: Option<BaggingConfig>,
     /// Logistic settings.
     #[serde(default)]
     pub logistic: LogisticConfig,
@@ -216,6 +275,12 @@ impl FitConfig {
             ensure!(
                 (1..=100).contains(&q),
                 "robustness_jpeg must lie within 1..=100"
+            );
+        }
+        if let Some(b) = &self.bagging {
+            ensure!(
+                b.bags <= MAX_BAGS,
+                "bagging.bags must be at most {MAX_BAGS}"
             );
         }
         if let Some(a) = &self.augment {
@@ -324,13 +389,42 @@ impl Rows {
     }
 }
 
-/// A trained classifier of either kind.
+/// A trained classifier of either kind, or bags of them.
 enum Classifier {
     Logistic(Logistic),
     Forest(Forest),
+    Bagged(Vec<Classifier>, BagVote),
 }
 
 impl Classifier {
+    /// The configured classifier: bagged when the configuration says so.
+    fn fit_configured(
+        kind: ClassifierKind,
+        x: &[Vec<f32>],
+        y: &[bool],
+        cfg: &FitConfig,
+    ) -> Result<Self> {
+        let Some(bagging) = cfg.bagging else {
+            return Self::fit(kind, x, y, cfg);
+        };
+        let bags = balanced_bags(y, bagging.bags, cfg.seed)?;
+        log::info!(
+            "bagging: {} bags of {} faces, {:?}",
+            bags.len(),
+            bags[0].len(),
+            bagging.vote
+        );
+        let members = bags
+            .iter()
+            .map(|rows| {
+                let bx: Vec<Vec<f32>> = rows.iter().map(|&i| x[i].clone()).collect();
+                let by: Vec<bool> = rows.iter().map(|&i| y[i]).collect();
+                Self::fit(kind, &bx, &by, cfg)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::Bagged(members, bagging.vote))
+    }
+
     fn fit(kind: ClassifierKind, x: &[Vec<f32>], y: &[bool], cfg: &FitConfig) -> Result<Self> {
         Ok(match kind {
             ClassifierKind::Logistic => Self::Logistic(logistic::fit(
@@ -344,20 +438,27 @@ impl Classifier {
             ClassifierKind::RandomForest => Self::Forest(forest::fit(x, y, &cfg.forest)?),
         })
     }
+    fn predict_one(&self, r: &[f32]) -> f32 {
+        match self {
+            Self::Logistic(m) => m.predict(r),
+            Self::Forest(f) => f.predict(r),
+            Self::Bagged(members, vote) => {
+                let s: Vec<f32> = members.iter().map(|m| m.predict_one(r)).collect();
+                onnx::combine_bags(&s, *vote)
+            }
+        }
+    }
     fn predict(&self, x: &[Vec<f32>]) -> Vec<f64> {
-        x.iter()
-            .map(|r| {
-                f64::from(match self {
-                    Self::Logistic(m) => m.predict(r),
-                    Self::Forest(f) => f.predict(r),
-                })
-            })
-            .collect()
+        x.iter().map(|r| f64::from(self.predict_one(r))).collect()
     }
     fn onnx(&self) -> Result<tract_onnx::pb::ModelProto> {
         match self {
             Self::Logistic(m) => onnx::logistic_model(&m.w, m.b),
             Self::Forest(f) => onnx::forest_model(f),
+            Self::Bagged(members, vote) => onnx::bagged_model(
+                members.iter().map(Self::onnx).collect::<Result<_>>()?,
+                *vote,
+            ),
         }
     }
 }
@@ -620,11 +721,22 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         project(&head, &test.x)?,
     );
     let fixed = cfg.decision.threshold;
-    let clf = Classifier::fit(cfg.classifier, &htrain, &train.y, &cfg)?;
+    let clf = Classifier::fit_configured(cfg.classifier, &htrain, &train.y, &cfg)?;
     let main_name = format!(
-        "triplet {} + {}",
+        "triplet {} + {}{}",
         mining_name(cfg.triplet.mining),
-        cfg.classifier.as_str()
+        cfg.classifier.as_str(),
+        match &clf {
+            Classifier::Bagged(m, vote) => format!(
+                " ({} bags, {})",
+                m.len(),
+                match vote {
+                    BagVote::Mean => "mean",
+                    BagVote::MaxVote => "max vote",
+                }
+            ),
+            _ => String::new(),
+        }
     );
     let (main_eval, main_scores) =
         evaluate(&main_name, &clf, (&hval, &val), (&htest, &test), fixed)?;
@@ -650,7 +762,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     let mut raw_eval_scores = None;
     if cfg.compare {
         for kind in [ClassifierKind::Logistic, ClassifierKind::RandomForest] {
-            let c = Classifier::fit(kind, &train.x, &train.y, &cfg)?;
+            let c = Classifier::fit_configured(kind, &train.x, &train.y, &cfg)?;
             let name = format!("frames only + {}", kind.as_str());
             let (e, s) = evaluate(&name, &c, (&val.x, &val), (&test.x, &test), fixed)?;
             log::info!("{name}: AUC {:.3}", e.frame.auc);
@@ -681,7 +793,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
                 let (e, s) = if mining == cfg.triplet.mining && kind == cfg.classifier {
                     (main_eval.clone(), main_scores.clone())
                 } else {
-                    let c = Classifier::fit(kind, &hx, &train.y, &cfg)?;
+                    let c = Classifier::fit_configured(kind, &hx, &train.y, &cfg)?;
                     evaluate(&name, &c, (&hv, &val), (&ht, &test), fixed)?
                 };
                 log::info!("{name}: AUC {:.3}", e.frame.auc);
@@ -1133,6 +1245,32 @@ mod tests {
         // A share of zero blends none.
         both.self_blend_share = 0.0;
         assert!(!roles(&both).iter().any(|r| r.2 == Role::Blended));
+    }
+
+    #[test]
+    fn balanced_bags_split_the_larger_class() {
+        // 3 fakes, 10 reals: auto gives round(10/3) = 3 bags of 3 + 3.
+        let y: Vec<bool> = (0..13).map(|i| i % 13 < 3).collect();
+        let bags = balanced_bags(&y, 0, 7).unwrap();
+        assert_eq!(bags.len(), 3);
+        let mut seen_real = std::collections::BTreeSet::new();
+        for b in &bags {
+            assert_eq!(
+                b.iter().filter(|&&i| y[i]).count(),
+                3,
+                "every fake in every bag"
+            );
+            let reals: Vec<usize> = b.iter().copied().filter(|&i| !y[i]).collect();
+            assert_eq!(reals.len(), 3);
+            for r in reals {
+                assert!(seen_real.insert(r), "real row {r} in two bags");
+            }
+        }
+        assert_eq!(balanced_bags(&y, 2, 7).unwrap()[0].len(), 3 + 5);
+        assert_eq!(balanced_bags(&y, 0, 7).unwrap(), bags, "seeded");
+        assert_ne!(balanced_bags(&y, 0, 8).unwrap(), bags);
+        assert!(balanced_bags(&y, 11, 7).is_err(), "more bags than reals");
+        assert!(balanced_bags(&[true, true], 0, 7).is_err(), "one class");
     }
 
     #[test]

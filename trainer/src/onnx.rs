@@ -359,6 +359,133 @@ pub fn forest_model(forest: &crate::forest::Forest) -> Result<ModelProto> {
     ))
 }
 
+/// How the classifiers of the bags are combined (the paper's bagging).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BagVote {
+    /// Mean P(fake) of the bags.
+    #[default]
+    Mean,
+    /// Majority vote: the share of bags whose P(fake) exceeds
+    /// [`BAG_VOTE_THRESHOLD`] (a score in steps of 1/k, so ROC curves and a
+    /// validation threshold still apply).
+    MaxVote,
+}
+
+/// P(fake) above which a bag votes "fake" in [`BagVote::MaxVote`].
+pub const BAG_VOTE_THRESHOLD: f32 = 0.5;
+
+/// Combines the scores of the bags for one face, as the ONNX graph of
+/// [`bagged_model`] does.
+pub fn combine_bags(scores: &[f32], vote: BagVote) -> f32 {
+    if scores.is_empty() {
+        return f32::NAN;
+    }
+    let k = scores.len() as f32;
+    match vote {
+        BagVote::Mean => scores.iter().sum::<f32>() / k,
+        BagVote::MaxVote => scores.iter().filter(|&&s| s > BAG_VOTE_THRESHOLD).count() as f32 / k,
+    }
+}
+
+/// One classifier graph from k classifier graphs (each `features` `[N, d]`
+/// → `p_fake` `[N, 1]`): every member's nodes and initializers are renamed
+/// under `bagK.`, their outputs are concatenated to `bag_scores` `[N, k]`
+/// and combined per [`BagVote`] into `p_fake` `[N, 1]`. The bags live in
+/// one file, so the SDK runs a bagged bundle unchanged.
+pub fn bagged_model(members: Vec<ModelProto>, vote: BagVote) -> Result<ModelProto> {
+    ensure!(!members.is_empty(), "bagging needs at least one member");
+    let mut b = Builder {
+        nodes: vec![],
+        inits: vec![],
+    };
+    let mut dim = None;
+    let mut outs = Vec::with_capacity(members.len());
+    for (k, m) in members.into_iter().enumerate() {
+        let g = m.graph.context("bag member without a graph")?;
+        let input = g.input.first().context("bag member without an input")?;
+        ensure!(
+            input.name == "features" && g.output.len() == 1 && g.output[0].name == "p_fake",
+            "bag member {k} is not a features -> p_fake classifier"
+        );
+        let d = value_dims(input).and_then(|d| d.get(1).copied().flatten());
+        ensure!(
+            dim.is_none() || dim == Some(d),
+            "bag members take inputs of different widths"
+        );
+        dim = Some(d);
+        let rename = |n: &str| {
+            if n == "features" || n.is_empty() {
+                n.to_string()
+            } else {
+                format!("bag{k}.{n}")
+            }
+        };
+        for mut t in g.initializer {
+            t.name = rename(&t.name);
+            b.inits.push(t);
+        }
+        for mut n in g.node {
+            n.name = rename(&n.name);
+            n.input = n.input.iter().map(|s| rename(s)).collect();
+            n.output = n.output.iter().map(|s| rename(s)).collect();
+            b.nodes.push(n);
+        }
+        outs.push(rename("p_fake"));
+    }
+    let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    b.node("Concat", &refs, "bag_scores", vec![int_attr("axis", 1)]);
+    let scores = match vote {
+        BagVote::Mean => "bag_scores",
+        BagVote::MaxVote => {
+            b.inits
+                .push(tensor("vote_threshold", &[], &[BAG_VOTE_THRESHOLD]));
+            b.node(
+                "Greater",
+                &["bag_scores", "vote_threshold"],
+                "bag_votes_bool",
+                vec![],
+            );
+            b.node(
+                "Cast",
+                &["bag_votes_bool"],
+                "bag_votes",
+                vec![int_attr("to", DataType::Float as i64)],
+            );
+            "bag_votes"
+        }
+    };
+    b.node(
+        "ReduceMean",
+        &[scores],
+        "p_fake",
+        vec![ints_attr("axes", vec![1]), int_attr("keepdims", 1)],
+    );
+    Ok(b.model(
+        "bagged_classifier",
+        value_info("features", &[None, dim.flatten()]),
+        value_info("p_fake", &[None, Some(1)]),
+    ))
+}
+
+/// The dimensions of a value (`None` for a symbolic one).
+fn value_dims(v: &ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(tensor_shape_proto::dimension::Value::DimValue(v)) => usize::try_from(v).ok(),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// Writes a model to `path`.
 pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
     std::fs::write(path, model.encode_to_vec())
@@ -449,6 +576,77 @@ mod tests {
             );
         }
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn bagged_classifiers_round_trip_through_tract() {
+        use crate::forest::{fit, ForestConfig};
+        let mut seed = 11;
+        let x: Vec<Vec<f32>> = (0..200)
+            .map(|_| (0..4).map(|_| lcg(&mut seed)).collect())
+            .collect();
+        let y: Vec<bool> = x.iter().map(|r| r[0] + r[1] > 0.1).collect();
+        let forest = fit(
+            &x,
+            &y,
+            &ForestConfig {
+                trees: 3,
+                max_depth: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let logistics = [
+            (vec![1.0, 1.0, 0.0, 0.0], -0.1),
+            (vec![2.0, 0.5, 0.0, 0.3], 0.2),
+        ];
+        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
+        let member_scores = |r: &[f32]| -> Vec<f32> {
+            let mut s: Vec<f32> = logistics
+                .iter()
+                .map(|(w, b)| sig(w.iter().zip(r).map(|(a, b)| a * b).sum::<f32>() + b))
+                .collect();
+            s.push(forest.predict(r));
+            s
+        };
+        let flat: Vec<f32> = x.iter().flatten().copied().collect();
+        for vote in [BagVote::Mean, BagVote::MaxVote] {
+            let mut members: Vec<ModelProto> = logistics
+                .iter()
+                .map(|(w, b)| logistic_model(w, *b).unwrap())
+                .collect();
+            members.push(forest_model(&forest).unwrap());
+            let path = tmp(&format!("bagged-{vote:?}"));
+            save(&bagged_model(members, vote).unwrap(), &path).unwrap();
+            let m = TractBackend.load(&path, ShapePolicy::Symbolic).unwrap();
+            let out = m
+                .run(&Tensor::new(vec![x.len(), 4], flat.clone()).unwrap())
+                .unwrap();
+            assert_eq!(out[0].shape, vec![x.len(), 1]);
+            let mut distinct = std::collections::BTreeSet::new();
+            for (r, row) in x.iter().enumerate() {
+                let want = combine_bags(&member_scores(row), vote);
+                distinct.insert((want * 1000.0) as i32);
+                assert!(
+                    (out[0].data[r] - want).abs() < 1e-5,
+                    "{vote:?}: {} vs {want}",
+                    out[0].data[r]
+                );
+            }
+            assert!(
+                distinct.len() > 2,
+                "{vote:?}: the test must see several scores"
+            );
+            let _ = std::fs::remove_file(path);
+        }
+        assert!(bagged_model(vec![], BagVote::Mean).is_err());
+        assert!(bagged_model(
+            vec![head_model(&[dense(4, 2, &mut seed)]).unwrap()],
+            BagVote::Mean
+        )
+        .is_err());
+        assert_eq!(combine_bags(&[0.2, 0.7, 0.9], BagVote::MaxVote), 2.0 / 3.0);
+        assert!((combine_bags(&[0.2, 0.7, 0.9], BagVote::Mean) - 0.6).abs() < 1e-6);
     }
 
     #[test]
