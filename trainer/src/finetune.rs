@@ -836,6 +836,32 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_configuration_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy();
+            let checked = if name.starts_with("finetune-") {
+                serde_json::from_str::<FineTuneConfig>(&text)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|c| c.validate())
+            } else {
+                serde_json::from_str::<crate::fit::FitConfig>(&text)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|c| c.validate())
+            };
+            assert!(checked.is_ok(), "{name}: {checked:?}");
+            n += 1;
+        }
+        assert!(n >= 10, "only {n} configurations in {}", dir.display());
+    }
+
+    #[test]
     fn collapsed_embeddings_are_an_error() {
         let live = Tensor::new(&[[0.6f32, 0.8], [0.0, 0.0]], &Device::Cpu).unwrap();
         check_not_collapsed(&live, 3, 1e-4).unwrap();
