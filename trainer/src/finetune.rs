@@ -339,17 +339,16 @@ const ADAM_EPS: f64 = 1e-8;
 
 impl Adam {
     fn new(groups: Vec<(Vec<Var>, f64)>) -> Result<Self> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
-        let all: Vec<&Var> = groups.iter().flat_map(|(g, _)| g).collect();
+        let m: Vec<Tensor> = groups
+            .iter()
+            .flat_map(|(g, _)| g)
+            .map(|v| v.as_tensor().zeros_like())
+            .collect::<candle_core::Result<_>>()?;
+        // Moments are replaced, never written in place, so v may start as
+        // the same zero tensors as m.
         Ok(Self {
-            m: all
-                .iter()
-                .map(|v| zeros(v))
-                .collect::<candle_core::Result<_>>()?,
-            v: all
-                .iter()
-                .map(|v| zeros(v))
-                .collect::<candle_core::Result<_>>()?,
+            v: m.clone(),
+            m,
             groups,
             t: 0,
         })

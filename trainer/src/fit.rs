@@ -94,8 +94,9 @@ pub struct BaggingConfig {
 pub const MAX_BAGS: usize = 64;
 
 /// The training rows of each bag: every row of the smaller class, plus one
-/// of `k` disjoint, equally sized parts of the larger class (seeded shuffle).
-/// With `bags` 0, `k` is the class ratio rounded (at least 1).
+/// of `k` disjoint, equally sized parts of the larger class (seeded shuffle;
+/// the remainder of fewer than `k` rows is left out). With `bags` 0, `k` is
+/// the class ratio rounded (at least 1).
 pub fn balanced_bags(y: &[bool], bags: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     let fake: Vec<usize> = (0..y.len()).filter(|&i| y[i]).collect();
     let real: Vec<usize> = (0..y.len()).filter(|&i| !y[i]).collect();
@@ -727,14 +728,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         mining_name(cfg.triplet.mining),
         cfg.classifier.as_str(),
         match &clf {
-            Classifier::Bagged(m, vote) => format!(
-                " ({} bags, {})",
-                m.len(),
-                match vote {
-                    BagVote::Mean => "mean",
-                    BagVote::MaxVote => "max vote",
-                }
-            ),
+            Classifier::Bagged(m, vote) => format!(" ({} bags, {})", m.len(), vote.label()),
             _ => String::new(),
         }
     );
@@ -1250,7 +1244,7 @@ mod tests {
     #[test]
     fn balanced_bags_split_the_larger_class() {
         // 3 fakes, 10 reals: auto gives round(10/3) = 3 bags of 3 + 3.
-        let y: Vec<bool> = (0..13).map(|i| i % 13 < 3).collect();
+        let y: Vec<bool> = (0..13).map(|i| i < 3).collect();
         let bags = balanced_bags(&y, 0, 7).unwrap();
         assert_eq!(bags.len(), 3);
         let mut seen_real = std::collections::BTreeSet::new();

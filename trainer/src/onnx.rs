@@ -372,6 +372,16 @@ pub enum BagVote {
     MaxVote,
 }
 
+impl BagVote {
+    /// Its name in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::MaxVote => "max vote",
+        }
+    }
+}
+
 /// P(fake) above which a bag votes "fake" in [`BagVote::MaxVote`].
 pub const BAG_VOTE_THRESHOLD: f32 = 0.5;
 
