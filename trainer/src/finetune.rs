@@ -690,6 +690,113 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `fakewatch-train finetune-bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Backbone ONNX file to time.
+    #[arg(long, default_value = "models/faceres.onnx")]
+    backbone: PathBuf,
+    /// Side of the input crops.
+    #[arg(long, default_value_t = 160)]
+    size: usize,
+    /// Faces per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Convolutions held fixed (as `freeze_convs` in a configuration).
+    #[arg(long, default_value_t = 3)]
+    freeze_convs: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+}
+
+/// `fakewatch-train finetune-bench`: times the forward and backward pass of
+/// one training step (seeded random crops, the same loss as `finetune`)
+/// and prints medians; the figure that sets how long a fine-tuning run takes.
+pub fn bench(a: BenchArgs) -> Result<()> {
+    ensure!(
+        a.batch >= 4 && a.batch.is_multiple_of(2),
+        "batch must be even and >= 4"
+    );
+    ensure!(a.steps > 0, "steps must be > 0");
+    let mut graph = TrainableGraph::load(&a.backbone)?;
+    graph.freeze_convs(a.freeze_convs)?;
+    let probe = graph.forward(&Tensor::zeros(
+        (1, 3, a.size, a.size),
+        DType::F32,
+        &Device::Cpu,
+    )?)?;
+    let dim = probe.elem_count();
+    let model = Model {
+        graph,
+        w: Var::from_tensor(&Tensor::zeros(dim, DType::F32, &Device::Cpu)?)?,
+        b: Var::from_tensor(&Tensor::new(0f32, &Device::Cpu)?)?,
+    };
+    let mut rng = Rng::new(7);
+    let n = a.batch;
+    let data: Vec<f32> = (0..n * 3 * a.size * a.size)
+        .map(|_| rng.uniform() * 2.0 - 1.0)
+        .collect();
+    let x = Tensor::from_vec(data, (n, 3, a.size, a.size), &Device::Cpu)?;
+    let labels: Vec<bool> = (0..n).map(|k| k >= n / 2).collect();
+    let y = Tensor::from_vec(
+        labels
+            .iter()
+            .map(|&l| f32::from(u8::from(l)))
+            .collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )?;
+    let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+    for step in 0..=a.steps {
+        let t0 = Instant::now();
+        let (e, logit) = model.forward(&x)?;
+        let bce = bce_with_logits(&logit, &y)?;
+        let d = triplet::pairwise_sq_dist(&e)?;
+        let dv = d.flatten_all()?.to_vec1::<f32>()?;
+        let triplets = triplet::mine(&dv, &labels, Mining::SemiHard, &mut rng);
+        let loss = if triplets.is_empty() {
+            bce
+        } else {
+            (bce + triplet::triplet_loss(&d, &triplets, 0.5)?)?
+        };
+        let loss_value = scalar(&loss)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        drop(grads);
+        log::debug!("step {step}: loss {loss_value:.4}");
+        if step > 0 {
+            fwd.push((t1 - t0).as_secs_f64() * 1e3);
+            bwd.push((t2 - t1).as_secs_f64() * 1e3);
+        }
+    }
+    let mut ops = std::collections::BTreeMap::new();
+    model.graph.forward_timed(&x, Some(&mut ops))?;
+    let mut ops: Vec<_> = ops.into_iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(&a.1));
+    for (op, t) in ops {
+        log::info!("forward {op}: {:.0} ms", t.as_secs_f64() * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (f, b) = (median(&mut fwd), median(&mut bwd));
+    let (hits, misses) = crate::alloc::stats();
+    log::info!("large buffers: {hits} reused, {misses} from the system");
+    println!(
+        "{}: batch {n} at {s}x{s}, {} trainable weights, {} threads: forward {f:.0} ms, backward {b:.0} ms, step {:.0} ms (median of {})",
+        a.backbone.display(),
+        model.graph.trainable_len(),
+        candle_core::utils::get_num_threads(),
+        f + b,
+        a.steps,
+        s = a.size,
+    );
+    Ok(())
+}
+
 /// Validation AUC of the logit (`None` without both classes).
 fn validate(model: &Model, prep: &Prepare<'_>, val: &[FaceItem]) -> Result<Option<f64>> {
     if val.is_empty() {

@@ -23,6 +23,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use prost::Message;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
 
+use crate::cpu_ops::{Clamp, DepthwiseGeometry};
 use crate::quantize::float_values;
 
 /// Ops whose weight-like inputs are never trained (clip bounds, shapes, epsilons).
@@ -216,18 +217,27 @@ impl Window {
         })
     }
 
-    /// Pads `x` (with `fill` outside) so that every tap is in range; returns
-    /// the padded tensor and the output size.
-    fn prepare(&self, x: &Tensor, fill: f32) -> Result<(Tensor, usize, usize)> {
-        let (_, _, h, w) = x.dims4()?;
+    /// Output height and width for an `h`×`w` input.
+    fn out_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let hp = h + self.pads[0] + self.pads[2];
         let wp = w + self.pads[1] + self.pads[3];
         ensure!(
             hp >= self.k[0] && wp >= self.k[1],
             "input {h}x{w} smaller than the kernel"
         );
-        let oh = (hp - self.k[0]) / self.s[0] + 1;
-        let ow = (wp - self.k[1]) / self.s[1] + 1;
+        Ok((
+            (hp - self.k[0]) / self.s[0] + 1,
+            (wp - self.k[1]) / self.s[1] + 1,
+        ))
+    }
+
+    /// Pads `x` (with `fill` outside) so that every tap is in range; returns
+    /// the padded tensor and the output size.
+    fn prepare(&self, x: &Tensor, fill: f32) -> Result<(Tensor, usize, usize)> {
+        let (_, _, h, w) = x.dims4()?;
+        let (oh, ow) = self.out_size(h, w)?;
+        let hp = h + self.pads[0] + self.pads[2];
+        let wp = w + self.pads[1] + self.pads[3];
         // Extra rows/columns so that the strided views can take s·o elements.
         let extra_h = (self.k[0] - 1 + self.s[0] * oh).saturating_sub(hp);
         let extra_w = (self.k[1] - 1 + self.s[1] * ow).saturating_sub(wp);
@@ -430,6 +440,16 @@ impl TrainableGraph {
             .with_context(|| format!("value {name} is not computed before use"))
     }
 
+    /// The value of a fixed one-element weight named `name`, if it is one.
+    fn fixed_scalar(&self, name: Option<&String>) -> Result<Option<f32>> {
+        Ok(match name.and_then(|n| self.params.get(n)) {
+            Some(Param::Fixed(t)) if t.elem_count() == 1 => {
+                Some(t.flatten_all()?.to_vec1::<f32>()?[0])
+            }
+            _ => None,
+        })
+    }
+
     fn ints_of(&self, name: &str) -> Result<&Vec<i64>> {
         self.ints
             .get(name)
@@ -438,12 +458,26 @@ impl TrainableGraph {
 
     /// Evaluates the graph on `x` (the ONNX input, e.g. `[n, 3, h, w]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_timed(x, None)
+    }
+
+    /// [`TrainableGraph::forward`], adding each node's time to `times`
+    /// under its op type (for `finetune-bench`).
+    pub fn forward_timed(
+        &self,
+        x: &Tensor,
+        mut times: Option<&mut BTreeMap<String, std::time::Duration>>,
+    ) -> Result<Tensor> {
         let mut vals: HashMap<String, Tensor> = HashMap::new();
         vals.insert(self.input.clone(), x.clone());
         for n in &self.nodes {
+            let t0 = std::time::Instant::now();
             let out = self
                 .eval(n, &vals)
                 .with_context(|| format!("{} node {}", n.op_type, n.name))?;
+            if let Some(t) = times.as_deref_mut() {
+                *t.entry(n.op_type.clone()).or_default() += t0.elapsed();
+            }
             let name = n.output.first().context("node without output")?;
             vals.insert(name.clone(), out);
         }
@@ -467,9 +501,21 @@ impl TrainableGraph {
             "Sub" => arg(0)?.broadcast_sub(arg(1)?)?,
             "Mul" => arg(0)?.broadcast_mul(arg(1)?)?,
             "Div" => arg(0)?.broadcast_div(arg(1)?)?,
-            "Min" => arg(0)?.broadcast_minimum(arg(1)?)?,
-            "Max" => arg(0)?.broadcast_maximum(arg(1)?)?,
-            "Relu" => arg(0)?.relu()?,
+            "Min" | "Max" => match self.fixed_scalar(n.input.get(1))? {
+                Some(c) => Clamp {
+                    lo: if n.op_type == "Max" {
+                        c
+                    } else {
+                        f32::NEG_INFINITY
+                    },
+                    hi: if n.op_type == "Min" { c } else { f32::INFINITY },
+                    open_low: false,
+                }
+                .apply(arg(0)?)?,
+                None if n.op_type == "Min" => arg(0)?.broadcast_minimum(arg(1)?)?,
+                None => arg(0)?.broadcast_maximum(arg(1)?)?,
+            },
+            "Relu" => Clamp::RELU.apply(arg(0)?)?,
             "Sigmoid" => candle_nn::ops::sigmoid(arg(0)?)?,
             "Sqrt" => arg(0)?.sqrt()?,
             "Reciprocal" => arg(0)?.recip()?,
@@ -480,6 +526,18 @@ impl TrainableGraph {
                 candle_nn::ops::softmax(x, a)?
             }
             "Clip" => {
+                let bound = |i: usize| self.fixed_scalar(n.input.get(i).filter(|s| !s.is_empty()));
+                if let (Ok(lo), Ok(hi)) = (bound(1), bound(2)) {
+                    let given = |i: usize| n.input.get(i).is_some_and(|s| !s.is_empty());
+                    if (lo.is_some() || !given(1)) && (hi.is_some() || !given(2)) {
+                        return Ok(Clamp {
+                            lo: lo.unwrap_or(f32::NEG_INFINITY),
+                            hi: hi.unwrap_or(f32::INFINITY),
+                            open_low: false,
+                        }
+                        .apply(arg(0)?)?);
+                    }
+                }
                 let mut x = arg(0)?.clone();
                 if let Some(lo) = n.input.get(1).filter(|s| !s.is_empty()) {
                     x = x.broadcast_maximum(self.value(vals, lo)?)?;
@@ -683,6 +741,24 @@ impl TrainableGraph {
         let (batch, c, _, _) = x.dims4()?;
         let group = attr_int(n, "group", 1) as usize;
         let win = Window::of(n, Some([kh, kw]))?;
+        if group > 1 && group == c && ci == 1 && o == c {
+            // Depthwise: one custom op (implicit zero padding, threaded,
+            // its own backward) instead of k² views of a padded copy.
+            let (_, _, h, wd) = x.dims4()?;
+            let (out_h, out_w) = win.out_size(h, wd)?;
+            let y = DepthwiseGeometry {
+                stride: win.s[0],
+                pad_top: win.pads[0],
+                pad_left: win.pads[1],
+                out_h,
+                out_w,
+            }
+            .apply(x, w)?;
+            return Ok(match b {
+                Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
+                None => y,
+            });
+        }
         let (xp, oh, ow) = win.prepare(x, 0.0)?;
         let y = if group == 1 {
             ensure!(ci == c, "input has {c} channels, kernel {ci}");
@@ -694,24 +770,19 @@ impl TrainableGraph {
                     .collect::<Result<_>>()?;
                 Tensor::stack(&taps, 2)?.reshape((batch, c * kh * kw, oh * ow))?
             };
-            let wm = w.reshape((1, o, ci * kh * kw))?;
-            wm.broadcast_matmul(&cols)?.reshape((batch, o, oh, ow))?
-        } else if group == c && ci == 1 && o == c {
-            let mut acc: Option<Tensor> = None;
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let k = w
-                        .narrow(2, ky, 1)?
-                        .narrow(3, kx, 1)?
-                        .reshape((1, c, 1, 1))?;
-                    let t = tap(&xp, ky, kx, win.s[0], oh, ow)?.broadcast_mul(&k)?;
-                    acc = Some(match acc {
-                        None => t,
-                        Some(a) => (a + t)?,
-                    });
-                }
-            }
-            acc.context("empty kernel")?
+            // One matmul for the whole batch, [o, k] × [k, batch·oh·ow]:
+            // broadcasting the weights over the batch instead would copy
+            // them (and their gradient) once per face.
+            let k = ci * kh * kw;
+            let cols = cols
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((k, batch * oh * ow))?;
+            w.reshape((o, k))?
+                .matmul(&cols)?
+                .reshape((o, batch, oh, ow))?
+                .transpose(0, 1)?
+                .contiguous()?
         } else {
             bail!("grouped convolution with {group} groups (only 1 and depthwise)");
         };

@@ -2,8 +2,10 @@
 //! metric-learning head. Extraction runs the SDK's own detector, aligner and
 //! backbone, so what is trained is exactly what runs on the device.
 
+mod alloc;
 mod augment;
 mod cache;
+mod cpu_ops;
 mod dataset;
 mod extract;
 mod finetune;
@@ -29,6 +31,10 @@ use clap::{Parser, Subcommand};
 use fakewatch_sdk::backend::BackendSpec;
 use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::Perception;
+
+/// Large tensor buffers are reused between training steps (see `alloc`).
+#[global_allocator]
+static ALLOCATOR: alloc::ReusingAllocator = alloc::ReusingAllocator;
 
 #[derive(Parser)]
 #[command(
@@ -89,6 +95,9 @@ enum Command {
     /// kinds of fakes) and write a perception bundle with the tuned backbone
     /// for `fit`. Checkpoints every N steps; `--resume` continues.
     Finetune(finetune::FineTuneArgs),
+    /// Time the forward and backward pass of one fine-tuning step on seeded
+    /// random crops and print the medians (ms).
+    FinetuneBench(finetune::BenchArgs),
     /// Post-training int8 quantization of a trained bundle: calibrates on its
     /// train split, writes QDQ ONNX for the backbone and head and a `…-int8`
     /// bundle with its own test metrics beside the fp32 ones.
@@ -154,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fit(a) => fit::run(a, backend.as_ref()),
         Command::Finetune(a) => finetune::run(a, backend.as_ref()),
+        Command::FinetuneBench(a) => finetune::bench(a),
         Command::Quantize(a) => int8::run(a, backend.as_ref()),
         Command::Keygen { out } => {
             let public = signing::keygen(&out)?;
