@@ -140,6 +140,22 @@ unsafe impl GlobalAlloc for ReusingAllocator {
         }
     }
 
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if layout.size() < MIN_CACHED && new_size < MIN_CACHED {
+            // Small on both sides: the system allocator may grow in place.
+            return System.realloc(ptr, layout, new_size);
+        }
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        let new = self.alloc(new_layout);
+        if !new.is_null() {
+            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if layout.size() < MIN_CACHED {
             return System.dealloc(ptr, layout);
@@ -182,7 +198,13 @@ mod tests {
             a.dealloc(r, Layout::from_size_align(MIN_CACHED + 123, 4096).unwrap());
             let s = a.alloc(small);
             assert!(!s.is_null());
-            a.dealloc(s, small);
+            // Growing a block keeps its bytes, across the size limit too.
+            std::ptr::write_bytes(s, 5, small.size());
+            let grown = a.realloc(s, small, MIN_CACHED * 2);
+            assert!(std::slice::from_raw_parts(grown, small.size())
+                .iter()
+                .all(|&b| b == 5));
+            a.dealloc(grown, Layout::from_size_align(MIN_CACHED * 2, 8).unwrap());
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::cache::{self, EmbeddingCache};
 use crate::dataset::{self, DatasetSpec, Split};
 use crate::extract::{self, Job, Outcome, Transform};
 use crate::forest::{self, Forest, ForestConfig};
+use crate::identity::{self, PseudoIdentityConfig};
 use crate::logistic::{self, Logistic};
 use crate::metrics::{self, Report};
 use crate::onnx::BagVote;
@@ -218,6 +219,11 @@ pub struct FitConfig {
     /// this quality (robustness; `None`: skip).
     #[serde(default)]
     pub robustness_jpeg: Option<u8>,
+    /// Split by pseudo-identities (groups clustered by face embedding)
+    /// instead of the dataset's own split, for datasets that name no
+    /// identities (`None`: the dataset's split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo_identities: Option<PseudoIdentityConfig>,
 }
 
 /// Source of the training fakes.
@@ -286,6 +292,9 @@ impl FitConfig {
         }
         if let Some(a) = &self.augment {
             a.validate()?;
+        }
+        if let Some(p) = &self.pseudo_identities {
+            p.validate()?;
         }
         self.self_blend.validate()
     }
@@ -660,11 +669,62 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         cache.path().display(),
         cache.len()
     );
-    let planned = plan_jobs(&cfg, &samples);
-    let jobs: Vec<Job> = planned.iter().map(|(_, _, j)| j.clone()).collect();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    match &cfg.pseudo_identities {
+        Some(p) => {
+            // The plain faces first (the main pass finds them in the cache).
+            let jobs: Vec<Job> = samples
+                .iter()
+                .map(|s| {
+                    Job::plain(
+                        s.path.clone(),
+                        (!extract::is_image(&s.path)).then_some(cfg.sampling),
+                    )
+                })
+                .collect();
+            let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
+            let report = identity::assign(
+                &mut samples,
+                |i| match &outcomes[i] {
+                    Outcome::Faces(f) if !f.is_empty() => {
+                        let mut m = f[0].embedding.clone();
+                        for face in &f[1..] {
+                            m.iter_mut().zip(&face.embedding).for_each(|(a, b)| *a += b);
+                        }
+                        Some(m)
+                    }
+                    _ => None,
+                },
+                p,
+                cfg.dataset.val_test_fraction,
+                cfg.seed,
+            )?;
+            let count = |split| samples.iter().filter(|s| s.split == split).count();
+            log::info!(
+                "split by pseudo-identity (average linkage of face embeddings, cosine distance \
+                 <= {}): {} groups -> {} pseudo-identities (largest {} groups; {} groups without \
+                 a face split on their own); train {} / val {} / test {} samples",
+                report.max_distance,
+                report.groups,
+                report.identities,
+                report.largest,
+                report.groups_without_face,
+                count(Split::Train),
+                count(Split::Val),
+                count(Split::Test)
+            );
+        }
+        None if samples.iter().all(|s| s.identity.is_empty()) => log::warn!(
+            "the dataset names no identities: its split is by source group, which leaks \
+             people the dataset reuses across videos; \"pseudo_identities\": {{}} splits by \
+             face-embedding clusters instead"
+        ),
+        None => {}
+    }
+    let planned = plan_jobs(&cfg, &samples);
+    let jobs: Vec<Job> = planned.iter().map(|(_, _, j)| j.clone()).collect();
     let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
     let (mut train, mut val, mut test) = (Rows::default(), Rows::default(), Rows::default());
     let mut recompressed = Rows::default();

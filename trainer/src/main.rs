@@ -12,6 +12,7 @@ mod finetune;
 mod fit;
 mod forest;
 mod graph;
+mod identity;
 mod int8;
 mod logistic;
 mod metrics;
