@@ -774,7 +774,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let mut ops = std::collections::BTreeMap::new();
     model.graph.forward_timed(&x, Some(&mut ops))?;
     let mut ops: Vec<_> = ops.into_iter().collect();
-    ops.sort_by(|a, b| b.1.cmp(&a.1));
+    ops.sort_by_key(|op| std::cmp::Reverse(op.1));
     for (op, t) in ops {
         log::info!("forward {op}: {:.0} ms", t.as_secs_f64() * 1e3);
     }
