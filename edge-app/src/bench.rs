@@ -381,6 +381,13 @@ fn live_events(
         "{}.events.ndjson",
         clip.file_stem().and_then(|s| s.to_str()).unwrap_or("clip")
     ));
+    // `file:` sinks append: a reused --work-dir would otherwise hand back
+    // the events of an earlier run.
+    match std::fs::remove_file(&events) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", events.display())),
+    }
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     if let Some(k) = crate::bundle_key() {
         cmd.arg("--bundle-key").arg(k);
