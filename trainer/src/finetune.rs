@@ -442,9 +442,60 @@ fn bce_with_logits(logit: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(((pos - logit.mul(y)?)? + soft)?.mean_all()?)
 }
 
+/// One batch's losses: the BCE of the logit, and the triplet loss of the
+/// embedding over the semi-hard triplets mined in it (0 when there are none).
+struct BatchLoss {
+    /// `bce + triplet_weight × triplet`, to differentiate.
+    total: Tensor,
+    bce: Tensor,
+    triplet: Tensor,
+}
+
+/// The forward pass and losses of one training step; also returns the
+/// embeddings. Shared by `finetune` and `finetune-bench`.
+fn batch_loss(
+    model: &Model,
+    x: &Tensor,
+    labels: &[bool],
+    margin: f32,
+    triplet_weight: f64,
+    rng: &mut Rng,
+) -> Result<(Tensor, BatchLoss)> {
+    let y = Tensor::from_vec(
+        labels
+            .iter()
+            .map(|&l| f32::from(u8::from(l)))
+            .collect::<Vec<_>>(),
+        labels.len(),
+        &Device::Cpu,
+    )?;
+    let (e, logit) = model.forward(x)?;
+    let bce = bce_with_logits(&logit, &y)?;
+    let d = triplet::pairwise_sq_dist(&e)?;
+    let dv = d.flatten_all()?.to_vec1::<f32>()?;
+    let triplets = triplet::mine(&dv, labels, Mining::SemiHard, rng);
+    let trip = if triplets.is_empty() {
+        Tensor::new(0f32, &Device::Cpu)?
+    } else {
+        triplet::triplet_loss(&d, &triplets, margin)?
+    };
+    let total = (&bce + (&trip * triplet_weight)?)?;
+    Ok((
+        e,
+        BatchLoss {
+            total,
+            bce,
+            triplet: trip,
+        },
+    ))
+}
+
 fn scalar(t: &Tensor) -> Result<f32> {
     Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?)
 }
+
+/// Triplet margin of `finetune-bench`'s synthetic batches.
+const BENCH_MARGIN: f32 = 0.5;
 
 /// Runs `fakewatch-train finetune`.
 pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
@@ -598,26 +649,22 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
         );
         let n = labels.len();
         let x = Tensor::from_vec(data, (n, 3, size as usize, size as usize), &Device::Cpu)?;
-        let y = Tensor::from_vec(
-            labels
-                .iter()
-                .map(|&l| f32::from(u8::from(l)))
-                .collect::<Vec<_>>(),
-            n,
-            &Device::Cpu,
+        let (
+            e,
+            BatchLoss {
+                total: loss,
+                bce,
+                triplet: trip,
+            },
+        ) = batch_loss(
+            &model,
+            &x,
+            &labels,
+            cfg.margin,
+            cfg.triplet_weight,
+            &mut rng,
         )?;
-        let (e, logit) = model.forward(&x)?;
         check_not_collapsed(&e, step, cfg.backbone_lr)?;
-        let bce = bce_with_logits(&logit, &y)?;
-        let d = triplet::pairwise_sq_dist(&e)?;
-        let dv = d.flatten_all()?.to_vec1::<f32>()?;
-        let triplets = triplet::mine(&dv, &labels, Mining::SemiHard, &mut rng);
-        let trip = if triplets.is_empty() {
-            Tensor::new(0f32, &Device::Cpu)?
-        } else {
-            triplet::triplet_loss(&d, &triplets, cfg.margin)?
-        };
-        let loss = (&bce + (&trip * cfg.triplet_weight)?)?;
         let (bv, tv) = (scalar(&bce)?, scalar(&trip)?);
         ensure!(
             bv.is_finite() && tv.is_finite(),
@@ -739,27 +786,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .collect();
     let x = Tensor::from_vec(data, (n, 3, a.size, a.size), &Device::Cpu)?;
     let labels: Vec<bool> = (0..n).map(|k| k >= n / 2).collect();
-    let y = Tensor::from_vec(
-        labels
-            .iter()
-            .map(|&l| f32::from(u8::from(l)))
-            .collect::<Vec<_>>(),
-        n,
-        &Device::Cpu,
-    )?;
     let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
     for step in 0..=a.steps {
         let t0 = Instant::now();
-        let (e, logit) = model.forward(&x)?;
-        let bce = bce_with_logits(&logit, &y)?;
-        let d = triplet::pairwise_sq_dist(&e)?;
-        let dv = d.flatten_all()?.to_vec1::<f32>()?;
-        let triplets = triplet::mine(&dv, &labels, Mining::SemiHard, &mut rng);
-        let loss = if triplets.is_empty() {
-            bce
-        } else {
-            (bce + triplet::triplet_loss(&d, &triplets, 0.5)?)?
-        };
+        let (_, losses) = batch_loss(&model, &x, &labels, BENCH_MARGIN, 1.0, &mut rng)?;
+        let loss = losses.total;
         let loss_value = scalar(&loss)?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
