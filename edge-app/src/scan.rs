@@ -75,6 +75,7 @@ pub fn run(a: ScanArgs) -> Result<()> {
     let bundle = crate::load_bundle(&dir)?;
     let mut detector = DeepfakeDetector::from_bundle(&bundle, &*crate::backend::backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
+    crate::release_free_memory();
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);

@@ -12,7 +12,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::error::{Error, Result};
-use crate::frame::{Frame, MAX_FRAME_SIDE};
+use crate::frame::{BufferPool, Frame, MAX_FRAME_SIDE};
 pub use crate::sampling::{even_indices, Sampling, VideoInfo};
 
 /// How long a decoder may go without producing a frame before it is abandoned.
@@ -27,6 +27,7 @@ pub struct VideoReader {
     first: Option<Frame>,
     done: bool,
     stall: Duration,
+    pool: Option<BufferPool>,
 }
 
 impl std::fmt::Debug for VideoReader {
@@ -62,6 +63,19 @@ fn make(name: &str, uri: &str) -> Result<gst::Element> {
         reason: format!("GStreamer element `{name}` is missing (install gstreamer1.0-plugins-base/-good/-libav)"),
     })
 }
+
+/// Frames the RGB sink holds before decoding waits. Callers copy each frame
+/// out as soon as they pull it, so one is enough; every extra buffer held is
+/// a frame of RGB (6.2 MB at 1080p).
+pub const APPSINK_MAX_BUFFERS: u32 = 1;
+
+/// Threads of libav's software decoders (`avdec_*`). libav's own choice uses
+/// frame threading, which keeps one decoded picture per thread in flight: on
+/// a 2-core x86 that held 42 MB more at 1080p (`gst-launch-1.0` of a 1080p
+/// H.264 clip to RGB: peak RSS 135 → 93 MB) and adds a frame of latency per
+/// thread. One thread decoded the same clip at 141 fps there. Jetson decodes
+/// in hardware ([`HW_DECODER`]), where this does not apply.
+pub const SOFTWARE_DECODER_THREADS: i32 = 1;
 
 /// Jetson's hardware decoder; preferred over software decoders when present.
 pub const HW_DECODER: &str = "nvv4l2decoder";
@@ -172,6 +186,18 @@ impl VideoReader {
     }
 
     fn start(uri: String, pipeline: gst::Pipeline, sink: gst_app::AppSink) -> Result<Self> {
+        // Decoders are created inside decodebin once the stream is typed.
+        pipeline.connect_deep_element_added(|_, _, element| {
+            let is_libav = element
+                .factory()
+                .is_some_and(|f| f.name().starts_with("avdec_"));
+            let takes_int = element
+                .find_property("max-threads")
+                .is_some_and(|p| p.value_type() == i32::static_type());
+            if is_libav && takes_int {
+                element.set_property("max-threads", SOFTWARE_DECODER_THREADS);
+            }
+        });
         pipeline.set_state(gst::State::Playing).map_err(|_| {
             let msg = bus_error(&pipeline).unwrap_or_else(|| "cannot start decoding".into());
             Error::Video {
@@ -187,6 +213,7 @@ impl VideoReader {
             first: None,
             done: false,
             stall: STALL_TIMEOUT,
+            pool: None,
         };
         match reader.pull()? {
             Some(f) => reader.first = Some(f),
@@ -210,6 +237,12 @@ impl VideoReader {
     /// "decoder stalled" (default [`STALL_TIMEOUT`]; live sources want less).
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.stall = timeout;
+    }
+
+    /// Takes the bytes of the next frames from `pool` (callers hand the
+    /// buffers of frames they are done with back to it).
+    pub fn set_buffer_pool(&mut self, pool: BufferPool) {
+        self.pool = Some(pool);
     }
 
     /// Stream properties (known once the first frame is decoded).
@@ -297,7 +330,14 @@ impl VideoReader {
         if data.len() < need {
             return Err(err("short buffer"));
         }
-        let mut owned = data.to_vec();
+        let mut owned = match &self.pool {
+            Some(p) => {
+                let mut v = p.take();
+                v.extend_from_slice(data);
+                v
+            }
+            None => data.to_vec(),
+        };
         owned.resize(stride * h as usize, 0);
         let mut frame = Frame::from_rgb_strided(w, h, stride, owned)?;
         frame.timestamp = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
@@ -312,7 +352,7 @@ fn rgb_appsink() -> gst_app::AppSink {
     gst_app::AppSink::builder()
         .caps(&caps)
         .sync(false)
-        .max_buffers(4)
+        .max_buffers(APPSINK_MAX_BUFFERS)
         .build()
 }
 
@@ -357,8 +397,40 @@ pub fn for_each_sampled(
     mut f: impl FnMut(u64, Frame) -> Result<()>,
 ) -> Result<VideoInfo> {
     let mut r = VideoReader::open(input)?;
+    // Frames between the sampled ones are decoded and dropped: their
+    // buffers serve the next ones.
+    let pool = BufferPool::new(2);
+    r.set_buffer_pool(pool.clone());
     let info = r.info();
     let wanted = sampling.indices(&info);
+    // A second thread pulls (and drops) the frames between samples while `f`
+    // works on the last sample, so decoding overlaps analysis instead of
+    // waiting for it. One sample waits at most.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, Frame)>>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if let Err(e) = pull_sampled(&mut r, &wanted, &pool, &tx) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        // On an error from `f`, `rx` is dropped with this closure's frame
+        // and the puller stops at its next send.
+        for item in rx {
+            let (k, frame) = item?;
+            f(k, frame)?;
+        }
+        Ok(info)
+    })
+}
+
+/// The decoding side of [`for_each_sampled`]: sends the frames at `wanted`
+/// (sorted) until the stream or the receiver ends.
+fn pull_sampled(
+    r: &mut VideoReader,
+    wanted: &[u64],
+    pool: &BufferPool,
+    tx: &std::sync::mpsc::SyncSender<Result<(u64, Frame)>>,
+) -> Result<()> {
     let mut given = 0usize;
     let mut last_given: Option<u64> = None;
     let mut idx = 0u64;
@@ -367,13 +439,17 @@ pub fn for_each_sampled(
     while let Some(&&want) = it.peek() {
         let Some(frame) = r.next_frame()? else { break };
         if idx == want {
-            last = None;
-            f(idx, frame)?;
+            if let Some(old) = last.take() {
+                pool.give(old.into_data());
+            }
+            if tx.send(Ok((idx, frame))).is_err() {
+                return Ok(());
+            }
             given += 1;
             last_given = Some(idx);
             it.next();
-        } else {
-            last = Some(frame);
+        } else if let Some(old) = last.replace(frame) {
+            pool.give(old.into_data());
         }
         idx += 1;
     }
@@ -382,11 +458,11 @@ pub fn for_each_sampled(
     if given < wanted.len() {
         if let Some(frame) = last {
             if last_given.is_none_or(|i| i < idx - 1) {
-                f(idx - 1, frame)?;
+                let _ = tx.send(Ok((idx - 1, frame)));
             }
         }
     }
-    Ok(info)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use fakewatch_sdk::detector::Session;
+use fakewatch_sdk::frame::BufferPool;
 use fakewatch_sdk::score::TrackVerdict;
 use fakewatch_sdk::{BBox, DeepfakeDetector, Label};
 use serde_json::json;
@@ -278,12 +279,13 @@ struct Slot {
 }
 
 impl Slot {
-    /// Offers a frame; returns whether one waiting was replaced (skipped).
-    fn offer(&self, c: Captured) -> bool {
+    /// Offers a frame; returns the one waiting that it replaced (skipped,
+    /// never analysed).
+    fn offer(&self, c: Captured) -> Option<Captured> {
         let Ok(mut g) = self.frame.lock() else {
-            return false;
+            return None;
         };
-        let skipped = g.0.replace(c).is_some();
+        let skipped = g.0.replace(c);
         drop(g);
         self.cond.notify_one();
         skipped
@@ -378,6 +380,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     let mut detector = DeepfakeDetector::from_bundle(&bundle, &*crate::backend::backend())?;
+    crate::release_free_memory();
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
@@ -427,14 +430,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let block = !pace && spec.is_file();
-    let queue = FrameQueue::new(a.queue.unwrap_or(defaults::QUEUE), block);
+    let queue_capacity = a.queue.unwrap_or(defaults::QUEUE);
+    let queue = FrameQueue::new(queue_capacity, block);
     let cstats = CaptureStats::default();
+    // Frames in flight: the queue, the analysis slot and the frame being
+    // analysed, the frame being overlaid, and the one being decoded.
+    let pool = BufferPool::new(queue_capacity + 4);
     let capture_cfg = CaptureConfig {
         spec: spec.clone(),
         pace,
         repeat: a.repeat,
         fps: a.fps.filter(|f| *f > 0.0).unwrap_or(source::DEFAULT_FPS),
         max_frames: a.max_frames,
+        pool: pool.clone(),
     };
     let state = Mutex::new(LiveState::default());
     let slot = Slot::default();
@@ -483,10 +491,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         let (mut sync_analyzer, worker) = if sync_analysis {
             (Some(&mut analyzer), None)
         } else {
-            let (an, slot, state, hub) = (&mut analyzer, &slot, &state, &hub);
+            let (an, slot, state, hub, pool) = (&mut analyzer, &slot, &state, &hub, &pool);
             let handle = scope.spawn(move || {
                 while let Some(c) = slot.take() {
                     an.analyze(&c, state, hub);
+                    pool.give(c.frame.into_data());
                 }
             });
             (None, Some(handle))
@@ -560,11 +569,12 @@ pub fn run(args: RunArgs) -> Result<()> {
                     Some(an) => an.analyze(&c, &state, &hub),
                     None => {
                         let copy = Captured {
-                            frame: c.frame.clone(),
+                            frame: c.frame.clone_in(&pool),
                             index: c.index,
                             at: c.at,
                         };
-                        if slot.offer(copy) {
+                        if let Some(old) = slot.offer(copy) {
+                            pool.give(old.frame.into_data());
                             out.analysis_skipped += 1;
                         }
                     }
@@ -605,6 +615,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 }
             }
             out.sink_ms += t_sink.elapsed().as_secs_f64() * 1000.0;
+            pool.give(frame.into_data());
             out.frames_processed += 1;
             out_rate.tick(Instant::now());
             out.last_frame = Some(Instant::now());

@@ -408,19 +408,27 @@ impl FrameSource for GstSource {
     }
 }
 
-fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
+// Without GStreamer the pool only travels through the camera fallback.
+#[cfg_attr(not(feature = "gst"), allow(clippy::only_used_in_recursion))]
+fn open(
+    spec: &SourceSpec,
+    pool: &fakewatch_sdk::frame::BufferPool,
+) -> Result<Box<dyn FrameSource>> {
     match spec {
         #[cfg(feature = "nokhwa")]
         SourceSpec::Camera { index, size } => Ok(Box::new(super::camera::NokhwaSource::open(
             *index, *size, None,
         )?)),
         #[cfg(not(feature = "nokhwa"))]
-        SourceSpec::Camera { index, size } => open(&SourceSpec::V4l2 {
-            device: format!("/dev/video{index}").into(),
-            size: *size,
-            fps: None,
-            fourcc: None,
-        }),
+        SourceSpec::Camera { index, size } => open(
+            &SourceSpec::V4l2 {
+                device: format!("/dev/video{index}").into(),
+                size: *size,
+                fps: None,
+                fourcc: None,
+            },
+            pool,
+        ),
         SourceSpec::Stdin { size, format } => Ok(Box::new(StdinSource::new(*size, *format)?)),
         SourceSpec::Images(p) => Ok(Box::new(ImageSource::open(p)?)),
         #[cfg(feature = "v4l")]
@@ -454,22 +462,25 @@ fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>> {
                     device.display()
                 )
             };
-            Ok(Box::new(GstSource(
-                fakewatch_sdk::video::VideoReader::open_launch(&desc)?,
-            )))
+            let mut r = fakewatch_sdk::video::VideoReader::open_launch(&desc)?;
+            r.set_buffer_pool(pool.clone());
+            Ok(Box::new(GstSource(r)))
         }
         #[cfg(feature = "gst")]
         SourceSpec::Uri(u) => {
             let mut r = fakewatch_sdk::video::VideoReader::open(u)?;
+            r.set_buffer_pool(pool.clone());
             if spec.reconnects() {
                 r.set_stall_timeout(LIVE_STALL_TIMEOUT);
             }
             Ok(Box::new(GstSource(r)))
         }
         #[cfg(feature = "gst")]
-        SourceSpec::Pipeline(p) => Ok(Box::new(GstSource(
-            fakewatch_sdk::video::VideoReader::open_launch(p)?,
-        ))),
+        SourceSpec::Pipeline(p) => {
+            let mut r = fakewatch_sdk::video::VideoReader::open_launch(p)?;
+            r.set_buffer_pool(pool.clone());
+            Ok(Box::new(GstSource(r)))
+        }
         #[allow(unreachable_patterns)]
         other => bail!("{other:?}: this build has no GStreamer (feature `gst`)"),
     }
@@ -488,6 +499,8 @@ pub struct CaptureConfig {
     pub fps: f64,
     /// Stop after this many frames.
     pub max_frames: Option<u64>,
+    /// Where decoded frames take their bytes from (GStreamer sources).
+    pub pool: fakewatch_sdk::frame::BufferPool,
 }
 
 /// What the capture thread measured.
@@ -513,7 +526,7 @@ pub fn capture(
     stop: &AtomicBool,
     opened: impl FnOnce(Result<()>),
 ) {
-    let mut source = match open(&cfg.spec) {
+    let mut source = match open(&cfg.spec, &cfg.pool) {
         Ok(s) => {
             opened(Ok(()));
             s
@@ -593,7 +606,7 @@ pub fn capture(
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            match open(&cfg.spec) {
+            match open(&cfg.spec, &cfg.pool) {
                 Ok(s) => {
                     source = s;
                     if failure.is_some() {
