@@ -122,7 +122,7 @@ fn main() {
 ///   go back to the kernel when freed. Measured on a 2-core x86 (1080p clip,
 ///   4 faces, `fakewatch run`): 2 MiB gave 321–336 MiB peak RSS but 15–25 %
 ///   slower analysis (more blocks mapped and zeroed per frame); 8, 16 and
-///   32 MiB gave 356–375 MiB at the same speed.
+///   32 MiB gave 356–381 MiB at the same speed.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
