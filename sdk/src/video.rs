@@ -490,4 +490,62 @@ mod tests {
         assert_eq!(n, 3);
         assert!(VideoReader::open_launch("no_such_element_xyz").is_err());
     }
+
+    /// A 24-frame Motion-JPEG AVI of a moving ball, written by GStreamer.
+    fn ball_clip(dir: &Path) -> String {
+        let path = dir.join("ball.avi");
+        gst::init().unwrap();
+        let p = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=24 pattern=ball ! video/x-raw,width=64,height=48,framerate=24/1 \
+             ! jpegenc ! avimux ! filesink location={}",
+            path.display()
+        ))
+        .unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let bus = p.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(30),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .unwrap();
+        assert!(matches!(msg.view(), gst::MessageView::Eos(_)));
+        p.set_state(gst::State::Null).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn sampled_frames_match_a_plain_decode_and_errors_stop_the_decoder() {
+        let dir = std::env::temp_dir().join(format!("fw-video-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clip = ball_clip(&dir);
+        let mut r = VideoReader::open(&clip).unwrap();
+        let mut all = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            all.push(f);
+        }
+        assert_eq!(all.len(), 24);
+        assert_ne!(all[0], all[12], "the ball moves");
+        let (_, sampled) = sample_frames(&clip, 5).unwrap();
+        assert_eq!(sampled.len(), 5);
+        for w in sampled.windows(2) {
+            assert!(w[0].0 < w[1].0, "indices increase");
+        }
+        for (k, f) in &sampled {
+            assert_eq!(f, &all[*k as usize], "frame {k} is the decoder's frame {k}");
+        }
+        // An error from the callback is returned, and nothing is called after it.
+        let mut calls = 0;
+        let res = for_each_sampled(&clip, Sampling::Even(5), |_, _| {
+            calls += 1;
+            if calls == 2 {
+                Err(Error::config("stop here"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(res, Err(Error::InvalidConfig(_))));
+        assert_eq!(calls, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
