@@ -249,7 +249,7 @@ pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 /// pipeline (clones share one pool).
 ///
 /// Each new buffer of a 1080p frame is 6.2 MB of fresh pages that the kernel
-/// must map and zero, twice per frame at 30 fps in a live pipeline; a buffer
+/// must map and zero, up to twice per frame at 30 fps in a live pipeline; a buffer
 /// from the pool has its pages already. [`BufferPool::take`] returns an empty
 /// vector with the capacity of a returned one (or none), so callers fill it
 /// with `extend_from_slice`. At most `capacity` buffers are kept.
@@ -277,6 +277,13 @@ impl BufferPool {
             .and_then(|mut f| f.pop())
             .unwrap_or_default();
         v.clear();
+        v
+    }
+
+    /// A buffer from the pool holding a copy of `bytes`.
+    pub fn copy_of(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut v = self.take();
+        v.extend_from_slice(bytes);
         v
     }
 
@@ -323,10 +330,8 @@ impl Frame {
 
     /// A copy of this frame whose bytes live in a buffer from `pool`.
     pub fn clone_in(&self, pool: &BufferPool) -> Self {
-        let mut data = pool.take();
-        data.extend_from_slice(&self.data);
         Self {
-            data,
+            data: pool.copy_of(&self.data),
             width: self.width,
             height: self.height,
             stride: self.stride,

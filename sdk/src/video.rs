@@ -71,8 +71,8 @@ pub const APPSINK_MAX_BUFFERS: u32 = 1;
 
 /// Threads of libav's software decoders (`avdec_*`). libav's own choice uses
 /// frame threading, which keeps one decoded picture per thread in flight: on
-/// a 2-core x86 that held 42 MB more at 1080p (`gst-launch-1.0` of a 1080p
-/// H.264 clip to RGB: peak RSS 135 → 93 MB) and adds a frame of latency per
+/// a 2-core x86 that held 41 MiB more at 1080p (`gst-launch-1.0` of a 1080p
+/// H.264 clip to RGB: peak RSS 132 → 91 MiB) and adds a frame of latency per
 /// thread. One thread decoded the same clip at 141 fps there. Jetson decodes
 /// in hardware ([`HW_DECODER`]), where this does not apply.
 pub const SOFTWARE_DECODER_THREADS: i32 = 1;
@@ -331,11 +331,7 @@ impl VideoReader {
             return Err(err("short buffer"));
         }
         let mut owned = match &self.pool {
-            Some(p) => {
-                let mut v = p.take();
-                v.extend_from_slice(data);
-                v
-            }
+            Some(p) => p.copy_of(data),
             None => data.to_vec(),
         };
         owned.resize(stride * h as usize, 0);
