@@ -123,6 +123,11 @@ fn main() {
 ///   4 faces, `fakewatch run`): 2 MiB gave 321–336 MiB peak RSS but 15–25 %
 ///   slower analysis (more blocks mapped and zeroed per frame); 8, 16 and
 ///   32 MiB gave 356–381 MiB at the same speed.
+///
+/// Under Debian bookworm's qemu-user 7.2 with address-space randomisation
+/// off, the fixed threshold makes loading FaceNet fail an allocation (the
+/// emulator's brk); native runs are unaffected. Emulated runs set
+/// `MALLOC_MMAP_THRESHOLD_=131072` (`.ci/aarch64`, `docs/jetson.md`).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
