@@ -198,11 +198,18 @@ fn default_fractions() -> [f64; 2] {
 
 /// Split of a group when the layout states none: a seeded hash, so every
 /// frame and every fake of one original lands in the same split.
+///
+/// FNV-1a, then the SplitMix64 finaliser: FNV alone barely moves its top
+/// bits for keys that differ in their last characters, so `pseudo-0` …
+/// `pseudo-569` or `id0000` … `id0569` all fell in one split.
 pub fn hashed_split(group: &str, fractions: [f64; 2], seed: u64) -> Split {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for b in group.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
     let u = (h >> 11) as f64 / (1u64 << 53) as f64;
     if u < fractions[1] {
         Split::Test
@@ -504,6 +511,38 @@ fn dfdc(root: &Path, fr: [f64; 2], seed: u64) -> Result<Vec<Sample>> {
 #[cfg(test)]
 mod layout_tests {
     use super::*;
+
+    #[test]
+    fn hashed_split_spreads_keys_that_differ_at_the_end() {
+        // Numbered keys, as pseudo-identities and identity columns are named.
+        for prefix in ["pseudo-", "id0", "group-"] {
+            let mut counts = [0usize; 3];
+            for i in 0..1000 {
+                let key = format!("{prefix}{i}");
+                counts[match hashed_split(&key, [0.1, 0.2], 42) {
+                    Split::Train => 0,
+                    Split::Val => 1,
+                    Split::Test => 2,
+                }] += 1;
+            }
+            // Expected 700 / 100 / 200; binomial sd ≤ 15.
+            assert!((640..=760).contains(&counts[0]), "{prefix}: {counts:?}");
+            assert!((55..=145).contains(&counts[1]), "{prefix}: {counts:?}");
+            assert!((140..=260).contains(&counts[2]), "{prefix}: {counts:?}");
+        }
+        // Deterministic per key and seed; the seed moves keys.
+        assert_eq!(
+            hashed_split("abc", [0.5, 0.0], 1),
+            hashed_split("abc", [0.5, 0.0], 1)
+        );
+        let moved = (0..100)
+            .filter(|i| {
+                let k = format!("k{i}");
+                hashed_split(&k, [0.5, 0.0], 1) != hashed_split(&k, [0.5, 0.0], 2)
+            })
+            .count();
+        assert!((25..=75).contains(&moved), "{moved}");
+    }
 
     fn touch(root: &Path, rel: &str) {
         let p = root.join(rel);

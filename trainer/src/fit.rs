@@ -219,6 +219,13 @@ pub struct FitConfig {
     /// this quality (robustness; `None`: skip).
     #[serde(default)]
     pub robustness_jpeg: Option<u8>,
+    /// Also measure the bundle on the test split's real faces against a
+    /// self-blended copy of each (seeded, the generator's settings): the
+    /// other fake source. A bundle trained on the dataset's fakes meets
+    /// blends it never saw here, as a self-blended one meets the dataset's
+    /// fakes in the test AUC — the two directions of leave-one-source-out.
+    #[serde(default)]
+    pub self_blended_test: bool,
     /// Split by pseudo-identities (groups clustered by face embedding)
     /// instead of the dataset's own split, for datasets that name no
     /// identities (`None`: the dataset's split).
@@ -313,6 +320,9 @@ enum Role {
     Blended,
     /// A re-compressed copy of a test sample.
     Recompressed,
+    /// A self-blended fake of a real test sample
+    /// ([`FitConfig::self_blended_test`]).
+    BlendedTest,
 }
 
 /// The extraction jobs of a fit: every sample the configuration keeps, a
@@ -354,6 +364,17 @@ fn plan_jobs(cfg: &FitConfig, samples: &[dataset::Sample]) -> Vec<(usize, Role, 
                 config: blend.clone(),
             });
             out.push((i, Role::Blended, job));
+        }
+        if test && !s.fake && cfg.self_blended_test {
+            let mut job = Job::plain(s.path.clone(), sampling(s));
+            job.transform = Some(Transform::SelfBlend {
+                seed: cfg
+                    .seed
+                    .wrapping_add(i as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                config: blend.clone(),
+            });
+            out.push((i, Role::BlendedTest, job));
         }
         if let (true, Some(q)) = (test, cfg.robustness_jpeg) {
             let mut job = Job::plain(s.path.clone(), sampling(s));
@@ -715,6 +736,16 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
                 count(Split::Val),
                 count(Split::Test)
             );
+            if let Some(l) = report.leak {
+                log::info!(
+                    "identities the dataset names: {:.1} % of {} held-out samples share one \
+                     with a training sample under the pseudo-identity split, {:.1} % under a \
+                     split by source group",
+                    100.0 * l.pseudo_split,
+                    l.held_out,
+                    100.0 * l.group_split
+                );
+            }
         }
         None if samples.iter().all(|s| s.identity.is_empty()) => log::warn!(
             "the dataset names no identities: its split is by source group, which leaks \
@@ -728,17 +759,29 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
     let (mut train, mut val, mut test) = (Rows::default(), Rows::default(), Rows::default());
     let mut recompressed = Rows::default();
+    // Test reals and their self-blends (`self_blended_test`).
+    let mut blended_test = Rows::default();
     let (mut no_face, mut failed) = (0usize, 0usize);
     for ((i, role, _), o) in planned.iter().zip(&outcomes) {
         let s = &samples[*i];
+        if let (Role::Plain, Split::Test, false, true, Outcome::Faces(f)) =
+            (role, s.split, s.fake, cfg.self_blended_test, o)
+        {
+            for face in f {
+                blended_test.x.push(face.embedding.clone());
+                blended_test.y.push(false);
+                blended_test.video.push(s.video.clone());
+            }
+        }
         let rows = match (role, s.split) {
             (Role::Recompressed, _) => &mut recompressed,
+            (Role::BlendedTest, _) => &mut blended_test,
             (_, Split::Train) => &mut train,
             (_, Split::Val) => &mut val,
             (_, Split::Test) => &mut test,
         };
         let (fake, video) = match role {
-            Role::Blended => (true, format!("{}{SELF_BLENDED}", s.video)),
+            Role::Blended | Role::BlendedTest => (true, format!("{}{SELF_BLENDED}", s.video)),
             _ => (s.fake, s.video.clone()),
         };
         match o {
@@ -807,6 +850,18 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             None
         }
         None => None,
+    };
+    let self_blended = if !cfg.self_blended_test {
+        None
+    } else if blended_test.both_classes() {
+        let hb = project(&head, &blended_test.x)?;
+        let name = format!("{main_name}, test reals vs their self-blends");
+        let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hb, &blended_test), fixed)?;
+        log::info!("{name}: AUC {:.3}", e.frame.auc);
+        Some(e)
+    } else {
+        log::warn!("no self-blended test faces survived detection: not measured");
+        None
     };
     let distribution = ScoreDistribution::new(&clf.predict(&hval), &val.y);
 
@@ -877,6 +932,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             eval: &main_eval,
             test: &test,
             robustness: robustness.as_ref(),
+            self_blended: self_blended.as_ref(),
             distribution: &distribution,
         },
         threshold_f32(&main_eval),
@@ -949,6 +1005,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         "faces": {"train": train.x.len(), "val": val.x.len(), "test": test.x.len()},
         "samples_without_face": no_face, "unreadable": failed,
         "bundle": main_eval, "table": table, "robustness": robustness,
+        "self_blended_test": self_blended,
         "validation_scores": distribution,
         "sdk_max_abs_diff": max_diff, "config": cfg,
     });
@@ -1026,6 +1083,7 @@ struct Measured<'a> {
     eval: &'a Evaluation,
     test: &'a Rows,
     robustness: Option<&'a Evaluation>,
+    self_blended: Option<&'a Evaluation>,
     distribution: &'a ScoreDistribution,
 }
 
@@ -1040,6 +1098,7 @@ fn write_manifest(
         eval,
         test,
         robustness,
+        self_blended,
         distribution,
     } = measured;
     let bm = base.manifest();
@@ -1081,6 +1140,9 @@ fn write_manifest(
                 "jpeg_quality": cfg.robustness_jpeg,
                 "auc": r.frame.auc, "eer": r.frame.eer, "acc": r.frame.acc,
                 "video_auc": r.video.as_ref().map(|v| v.auc),
+            })),
+            "self_blended_test": self_blended.map(|r| json!({
+                "faces": r.frame.n, "auc": r.frame.auc, "eer": r.frame.eer, "acc": r.frame.acc,
             })),
             "validation_scores": distribution,
         })),

@@ -12,7 +12,7 @@
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{hashed_split, Sample};
+use crate::dataset::{hashed_split, Sample, Split};
 
 /// Largest number of groups clustered (the distance matrix is n² floats).
 pub const MAX_GROUPS: usize = 20_000;
@@ -163,6 +163,44 @@ pub struct PseudoIdentityReport {
     pub largest: usize,
     /// The cut used.
     pub max_distance: f32,
+    /// Where the dataset also names identities: how much the pseudo-identity
+    /// split leaks them, next to a split by source group.
+    pub leak: Option<IdentityLeak>,
+}
+
+/// How often a held-out sample's named identity also appears in training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IdentityLeak {
+    /// Validation and test samples measured.
+    pub held_out: usize,
+    /// Share of them whose named identity has a training sample under the
+    /// pseudo-identity split.
+    pub pseudo_split: f64,
+    /// The same share under a split by source group (same seed and
+    /// fractions): what the pseudo-identities are meant to fix.
+    pub group_split: f64,
+}
+
+/// Share of held-out samples (validation and test under `split_of`) whose
+/// `identity` also has a training sample; `None` without held-out samples.
+fn leak_share(samples: &[Sample], split_of: impl Fn(&Sample) -> Split) -> Option<(usize, f64)> {
+    let train: std::collections::HashSet<&str> = samples
+        .iter()
+        .filter(|s| split_of(s) == Split::Train)
+        .map(|s| s.identity.as_str())
+        .collect();
+    let held: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| split_of(s) != Split::Train)
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let leaked = held
+        .iter()
+        .filter(|s| train.contains(s.identity.as_str()))
+        .count();
+    Some((held.len(), leaked as f64 / held.len() as f64))
 }
 
 /// Gives every sample the pseudo-identity of its group and re-splits the
@@ -218,11 +256,26 @@ pub fn assign(
     let identities = labels.iter().max().map_or(0, |m| m + 1);
     let mut members = vec![0usize; identities];
     labels.iter().for_each(|&l| members[l] += 1);
+    let pseudo_key = |s: &Sample| match identity_of[index[&s.group]] {
+        Some(l) => format!("pseudo-{l}"),
+        None => format!("group-{}", s.group),
+    };
+    let named = samples.iter().all(|s| !s.identity.is_empty());
+    let leak = if named {
+        let pseudo = leak_share(samples, |s| hashed_split(&pseudo_key(s), fractions, seed));
+        let group = leak_share(samples, |s| hashed_split(&s.group, fractions, seed));
+        pseudo
+            .zip(group)
+            .map(|((held_out, p), (_, g))| IdentityLeak {
+                held_out,
+                pseudo_split: p,
+                group_split: g,
+            })
+    } else {
+        None
+    };
     for s in samples.iter_mut() {
-        let key = match identity_of[index[&s.group]] {
-            Some(l) => format!("pseudo-{l}"),
-            None => format!("group-{}", s.group),
-        };
+        let key = pseudo_key(s);
         s.split = hashed_split(&key, fractions, seed);
         s.identity = key;
     }
@@ -232,13 +285,13 @@ pub fn assign(
         identities,
         largest: members.iter().copied().max().unwrap_or(0),
         max_distance: cfg.max_distance,
+        leak,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::Split;
 
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -330,7 +383,40 @@ mod tests {
             assert_eq!(s.split, twin.split);
         }
         assert_eq!(samples[12].identity, "group-noface");
+        assert_eq!(report.leak, None, "the dataset names no identities");
         let bad = PseudoIdentityConfig { max_distance: -1.0 };
         assert!(assign(&mut samples, |_| None, &bad, [0.1, 0.1], 1).is_err());
+    }
+
+    #[test]
+    fn leak_is_measured_against_named_identities() {
+        // 8 people with 10 source videos each, named in the dataset.
+        let mut samples = Vec::new();
+        let mut emb = Vec::new();
+        for person in 0..8 {
+            for v in 0..10 {
+                let mut s = sample(&format!("p{person}v{v}"), false);
+                s.identity = format!("id{person}");
+                samples.push(s);
+                let mut e = vec![0.0; 8];
+                e[person] = 1.0;
+                e[(person + 1) % 8] = 0.01 * v as f32;
+                emb.push(Some(unit(&e)));
+            }
+        }
+        let report = assign(
+            &mut samples,
+            |i| emb[i].clone(),
+            &PseudoIdentityConfig::default(),
+            [0.25, 0.25],
+            3,
+        )
+        .unwrap();
+        assert_eq!(report.identities, 8);
+        let leak = report.leak.expect("identities are named");
+        assert!(leak.held_out > 0 && leak.held_out < 80, "{leak:?}");
+        assert_eq!(leak.pseudo_split, 0.0, "one person's videos share a split");
+        // Split by video, nearly every held-out person also trains.
+        assert!(leak.group_split > 0.5, "{leak:?}");
     }
 }
