@@ -334,6 +334,15 @@ fn plan_jobs(cfg: &FitConfig, samples: &[dataset::Sample]) -> Vec<(usize, Role, 
     let blend = std::sync::Arc::new(cfg.self_blend.clone());
     let augment = cfg.augment.clone().map(std::sync::Arc::new);
     let mut pick = Rng::new(cfg.seed ^ 0x5b1);
+    // A self-blended copy of sample `i`, seeded per sample and per use.
+    let blend_job = |i: usize, s: &dataset::Sample, mix: u64| {
+        let mut job = Job::plain(s.path.clone(), sampling(s));
+        job.transform = Some(Transform::SelfBlend {
+            seed: cfg.seed.wrapping_add(i as u64).wrapping_mul(mix),
+            config: blend.clone(),
+        });
+        job
+    };
     let mut out = Vec::new();
     for (i, s) in samples.iter().enumerate() {
         let test = s.split == Split::Test;
@@ -355,26 +364,10 @@ fn plan_jobs(cfg: &FitConfig, samples: &[dataset::Sample]) -> Vec<(usize, Role, 
             && cfg.fakes.blends()
             && f64::from(pick.uniform()) < cfg.self_blend_share
         {
-            let mut job = Job::plain(s.path.clone(), sampling(s));
-            job.transform = Some(Transform::SelfBlend {
-                seed: cfg
-                    .seed
-                    .wrapping_add(i as u64)
-                    .wrapping_mul(0x2545_F491_4F6C_DD1D),
-                config: blend.clone(),
-            });
-            out.push((i, Role::Blended, job));
+            out.push((i, Role::Blended, blend_job(i, s, 0x2545_F491_4F6C_DD1D)));
         }
         if test && !s.fake && cfg.self_blended_test {
-            let mut job = Job::plain(s.path.clone(), sampling(s));
-            job.transform = Some(Transform::SelfBlend {
-                seed: cfg
-                    .seed
-                    .wrapping_add(i as u64)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                config: blend.clone(),
-            });
-            out.push((i, Role::BlendedTest, job));
+            out.push((i, Role::BlendedTest, blend_job(i, s, 0x9E37_79B9_7F4A_7C15)));
         }
         if let (true, Some(q)) = (test, cfg.robustness_jpeg) {
             let mut job = Job::plain(s.path.clone(), sampling(s));
