@@ -59,7 +59,7 @@ pub struct QuantizeArgs {
     pub calibration_faces: usize,
     /// Activation range estimator. min-max keeps FaceNet closest to fp32
     /// (embedding cosine 0.9989 against 0.9980 for the 99.99th percentile and
-    /// 0.980 for the 99.9th, on the default bundle's test faces).
+    /// 0.980 for the 99.9th, on the FaceNet bundle's test faces).
     #[arg(long, value_enum, default_value = "min-max")]
     pub method: Method,
     /// Percentile for `--method percentile`.
@@ -71,10 +71,25 @@ pub struct QuantizeArgs {
     pub activations: ActivationType,
     /// Weight bits: 7 ("reduce range", the default) is safe everywhere; 8 is
     /// for targets without the saturation of onnxruntime's u8×s8 kernels on
-    /// x86 CPUs with AVX2 but no VNNI (measured on the default bundle with
+    /// x86 CPUs with AVX2 but no VNNI (measured on the FaceNet bundle with
     /// ort-cpu on such a CPU: test AUC −0.006 with 8 bits, +0.002 with 7).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(7..=8))]
     pub weight_bits: u8,
+    /// Backbone ops (ONNX node names) left in float, repeatable or
+    /// comma-separated. `models/build_int8.sh` keeps faceres's
+    /// `conv_dw_1/depthwise`: its int8 weights alone drop the embedding cosine
+    /// to fp32 from 1 to 0.84 (every other layer alone: ≥ 0.998).
+    #[arg(long, value_delimiter = ',')]
+    pub keep_float: Vec<String>,
+    /// Quantize only the backbone's weights (int8 in the file, float
+    /// activations and biases): a quarter of the size with float accuracy,
+    /// for backbones whose activations lose too much at 8 bits per tensor
+    /// (faceres: embedding cosine to fp32 0.97 with activations, 0.993 weights
+    /// only; see `models/build_int8.sh`). Runtimes then compute in float, so
+    /// the weights keep all 8 bits whatever `--weight-bits` says (that
+    /// applies to the head).
+    #[arg(long)]
+    pub weights_only: bool,
     /// Also quantize the MTCNN nets (P/R/O-Net), calibrated on the inputs the
     /// detector gives them on the calibration faces; written to
     /// `--detector-dir` as `mtcnn_*-int8.onnx`. Off by default: on tract an
@@ -252,37 +267,76 @@ fn quantize_file(
     src: &Path,
     dst: &Path,
     inputs: &[CalibrationInput],
-    method: Calibration,
-    act: ActivationType,
-    reduce_range: bool,
+    how: &FilePlan,
     what: &str,
 ) -> Result<serde_json::Value> {
+    let FilePlan {
+        method,
+        act,
+        reduce_range,
+        keep_float,
+        weights_only,
+    } = how;
+    let (method, act, weights_only) = (*method, *act, *weights_only);
     let proto = load_proto(src)?;
-    let plan = quantize::plan(&proto).with_context(|| format!("planning {}", src.display()))?;
+    let mut plan = quantize::plan(&proto, keep_float)
+        .with_context(|| format!("planning {}", src.display()))?;
+    if weights_only {
+        plan.activations.clear();
+    }
     let passes = if matches!(method, Calibration::MinMax) {
         1
     } else {
         2
     };
     let pb = bar(inputs.len() * passes, &format!("calibrating {what}"))?;
-    let ranges = quantize::calibrate(&proto, &plan.activations, inputs, method, &|| pb.inc(1))?;
+    let ranges = if plan.activations.is_empty() {
+        HashMap::new()
+    } else {
+        quantize::calibrate(&proto, &plan.activations, inputs, method, &|| pb.inc(1))?
+    };
     pb.finish_and_clear();
+    // 7-bit weights only avoid the saturation of integer u8×s8 kernels; with
+    // float activations there are none, so weights-only keeps all 8 bits.
+    let reduce_range = *reduce_range && !weights_only;
     let (q, summary) = quantize::quantize(&proto, &plan, &ranges, act, reduce_range)?;
     crate::onnx::save(&q, dst)?;
     let (before, after) = (std::fs::metadata(src)?.len(), std::fs::metadata(dst)?.len());
     log::info!(
-        "{what}: {} ops int8, {} activations; {} → {} bytes",
+        "{what}: {} ops int8, {} activations, {} channel scales raised for the bias; {} → {} bytes",
         summary.ops,
         summary.activations,
+        summary.bias_limited_channels,
         before,
         after
     );
-    Ok(json!({
+    let mut j = json!({
         "source": src.file_name().and_then(|s| s.to_str()),
         "source_sha256": sha256_file(src)?,
         "ops": summary.ops, "activations": summary.activations,
+        "weight_bits": if reduce_range { 7 } else { 8 },
         "bytes_fp32": before, "bytes_int8": after,
-    }))
+    });
+    if !keep_float.is_empty() {
+        j["kept_float"] = json!(keep_float);
+    }
+    if weights_only {
+        j["weights_only"] = json!(true);
+    }
+    Ok(j)
+}
+
+/// How one model file is quantized (see [`QuantizeArgs`]).
+#[derive(Clone)]
+struct FilePlan {
+    method: Calibration,
+    act: ActivationType,
+    /// 7-bit weights (ignored when `weights_only`).
+    reduce_range: bool,
+    /// Op names left in float.
+    keep_float: Vec<String>,
+    /// Weights only: no activation ranges, no calibration.
+    weights_only: bool,
 }
 
 /// Faces of an evaluation: each face's sample index, score and embedding.
@@ -406,13 +460,22 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
     );
 
     // 2. Backbone and head to QDQ int8; the classifier is copied.
+    let full = FilePlan {
+        method,
+        act: a.activations,
+        reduce_range: a.weight_bits == 7,
+        keep_float: vec![],
+        weights_only: false,
+    };
     let bb = quantize_file(
         &src.resolve(&sm.backbone.file)?,
         &backbone_out,
         &faces,
-        method,
-        a.activations,
-        a.weight_bits == 7,
+        &FilePlan {
+            keep_float: a.keep_float.clone(),
+            weights_only: a.weights_only,
+            ..full.clone()
+        },
         "backbone",
     )?;
     drop(faces);
@@ -420,9 +483,7 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
         &src.resolve(&head.file)?,
         &a.out.join("head.onnx"),
         &embeddings,
-        method,
-        a.activations,
-        a.weight_bits == 7,
+        &full,
         "head",
     )?;
     let mut detector = serde_json::Map::new();
@@ -444,15 +505,7 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
                 .and_then(|s| s.to_str())
                 .context("model file name")?;
             let dst = dir.join(format!("{stem}-int8.onnx"));
-            let j = quantize_file(
-                &path,
-                &dst,
-                &inputs,
-                method,
-                a.activations,
-                a.weight_bits == 7,
-                key,
-            )?;
+            let j = quantize_file(&path, &dst, &inputs, &full, key)?;
             detector.insert(key.into(), json!({"inputs": inputs.len(), "model": j}));
             det_files.insert(key, dst);
         }

@@ -35,6 +35,9 @@ pub const WEIGHT_QMAX: f32 = 127.0;
 /// of two products saturates for 8-bit weights (255·127·2 > 32767) but not
 /// for 7-bit ones (255·63·2 < 32767).
 pub const WEIGHT_QMAX_REDUCED: f32 = 63.0;
+/// Largest magnitude of a quantized bias (`i32`), with headroom for the
+/// products an integer kernel adds to it.
+pub const BIAS_QMAX: f32 = (1u32 << 30) as f32;
 /// Histogram bins per tensor for the percentile calibration.
 pub const HISTOGRAM_BINS: usize = 2048;
 /// Default percentile for [`Calibration::Percentile`].
@@ -169,8 +172,13 @@ pub(crate) fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// Finds the quantizable ops of `model` and the activations around them.
-pub fn plan(model: &ModelProto) -> Result<Plan> {
+/// Finds the quantizable ops of `model` and the activations around them,
+/// leaving the ops named in `keep_float` (ONNX node names) in float: for layers too sensitive to int8 weights, such as faceres's first
+/// depthwise convolution (its 3×3 kernels nearly cancel on raw 0..255 input,
+/// and 7-bit weights alone drop the embedding cosine to 0.84). The tensors
+/// around a kept op are still quantized where a neighbouring op needs them.
+/// A name that matches no quantizable op is an error.
+pub fn plan(model: &ModelProto, keep_float: &[String]) -> Result<Plan> {
     let g = model.graph.as_ref().context("model has no graph")?;
     let opset = model
         .opset_import
@@ -196,6 +204,7 @@ pub fn plan(model: &ModelProto) -> Result<Plan> {
             .is_some_and(|t| t.data_type == DataType::Float as i32 && t.dims.len() == rank)
     };
     let mut targets = vec![];
+    let mut kept: HashSet<&str> = HashSet::new();
     let mut acts: Vec<String> = vec![];
     let mut seen = HashSet::new();
     let mut want = |t: &str, acts: &mut Vec<String>| {
@@ -228,6 +237,10 @@ pub fn plan(model: &ModelProto) -> Result<Plan> {
             "MatMul" if float_init(w, 2) => (1, inits[w].dims[1]),
             _ => continue,
         };
+        if keep_float.contains(&n.name) {
+            kept.insert(n.name.as_str());
+            continue;
+        }
         let bias = n.input.get(2).is_some_and(|b| {
             float_init(b, 1)
                 && inits[b.as_str()].dims[0] == channels
@@ -247,6 +260,9 @@ pub fn plan(model: &ModelProto) -> Result<Plan> {
             _ => out,
         };
         want(after, &mut acts);
+    }
+    if let Some(missing) = keep_float.iter().find(|k| !kept.contains(k.as_str())) {
+        bail!("--keep-float {missing}: no quantizable op (Conv, Gemm, MatMul) of that name");
     }
     ensure!(
         !targets.is_empty(),
@@ -269,6 +285,9 @@ pub struct Summary {
     pub weight_bytes_f32: usize,
     /// Weight bytes after (int8 + scales).
     pub weight_bytes_int8: usize,
+    /// Channels whose weight scale was raised so that their int32 bias fits
+    /// (see [`quantize_weight_floored`]).
+    pub bias_limited_channels: usize,
 }
 
 fn tensor_bytes(name: String, dt: DataType, dims: Vec<i64>, raw: Vec<u8>) -> TensorProto {
@@ -306,8 +325,17 @@ fn qdq_node(op: &str, inputs: [&str; 3], output: &str, axis: Option<i64>) -> Nod
 }
 
 /// Per-channel symmetric int8 of `w` (shape `dims`) along `axis`: the
-/// integers (row-major, as `w`) and one scale per channel.
-pub fn quantize_weight(w: &[f32], dims: &[i64], axis: usize, qmax: f32) -> (Vec<i8>, Vec<f32>) {
+/// integers (row-major, as `w`) and one scale per channel, each at least its
+/// entry of `floor` (empty for none): a channel whose weights are all tiny next to its bias
+/// would otherwise get a scale so small that the int32 bias
+/// (`bias / (input scale × weight scale)`) overflows.
+pub fn quantize_weight_floored(
+    w: &[f32],
+    dims: &[i64],
+    axis: usize,
+    qmax: f32,
+    floor: &[f32],
+) -> (Vec<i8>, Vec<f32>) {
     let channels = dims[axis] as usize;
     let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
     let channel_of = |i: usize| (i / inner) % channels;
@@ -318,7 +346,11 @@ pub fn quantize_weight(w: &[f32], dims: &[i64], axis: usize, qmax: f32) -> (Vec<
     }
     let scales: Vec<f32> = absmax
         .iter()
-        .map(|&m| if m > 0.0 { m / qmax } else { 1.0 })
+        .enumerate()
+        .map(|(c, &m)| {
+            let s = if m > 0.0 { m / qmax } else { 1.0 };
+            floor.get(c).map_or(s, |&f| s.max(f))
+        })
         .collect();
     let q = w
         .iter()
@@ -416,7 +448,23 @@ pub fn quantize(
             if !weight_dq.contains_key(&wname) {
                 let w = &inits[&wname];
                 let values = float_values(w)?;
-                let (q, scales) = quantize_weight(&values, &w.dims, t.axis, qmax);
+                let floor = match (t.bias, params.get(node.input[0].as_str())) {
+                    (true, Some(p)) => float_values(&inits[&node.input[2]])?
+                        .iter()
+                        .map(|b| b.abs() / (p.scale * BIAS_QMAX))
+                        .collect(),
+                    _ => vec![],
+                };
+                let (q, scales) = quantize_weight_floored(&values, &w.dims, t.axis, qmax, &floor);
+                let raised = floor
+                    .iter()
+                    .zip(&scales)
+                    .filter(|(f, s)| **f > 0.0 && *f >= *s)
+                    .count();
+                if raised > 0 {
+                    log::debug!("{wname}: {raised} channel scales raised to fit the int32 bias");
+                    summary.bias_limited_channels += raised;
+                }
                 summary.weight_bytes_f32 += values.len() * 4;
                 summary.weight_bytes_int8 += q.len() + scales.len() * 5;
                 let (qn, sn, zn, dq) = (
@@ -757,7 +805,7 @@ mod tests {
                 data: (0..32).map(|_| lcg(&mut seed)).collect(),
             })
             .collect();
-        let p = plan(&model).unwrap();
+        let p = plan(&model, &[]).unwrap();
         assert_eq!(p.targets.len(), 2);
         // Input, the ReLU after dense0, dense1's output (before the L2 norm).
         assert_eq!(p.activations, vec!["embedding", "relu0", "dense1"]);
@@ -812,7 +860,7 @@ mod tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mtcnn_pnet.onnx");
         let model = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
-        let p = plan(&model).unwrap();
+        let p = plan(&model, &[]).unwrap();
         assert_eq!(p.targets.len(), 5);
         let mut seed = 3;
         let image = |seed: &mut u64| {
@@ -844,6 +892,37 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(d < 0.05, "prob differs by {d}");
         }
+        // Keeping the first convolution float leaves four ops to quantize;
+        // a name that is not a quantizable op is refused.
+        let first = model
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .find(|n| n.op_type == "Conv");
+        let first = first.unwrap().name.clone();
+        assert_eq!(
+            plan(&model, std::slice::from_ref(&first))
+                .unwrap()
+                .targets
+                .len(),
+            4
+        );
+        assert!(plan(&model, &["no-such-op".to_string()]).is_err());
+        // Weights only (no activation ranges): weights int8, activations float.
+        let mut w = plan(&model, &[first]).unwrap();
+        w.activations.clear();
+        let (q, summary) =
+            quantize(&model, &w, &HashMap::new(), ActivationType::U8, false).unwrap();
+        assert_eq!((summary.ops, summary.activations), (4, 0));
+        let (a, b) = (run(&model, &inputs[0]), run(&q, &inputs[0]));
+        let d = a[1]
+            .iter()
+            .zip(&b[1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 0.02, "weights-only prob differs by {d}");
     }
 
     #[test]
@@ -855,7 +934,7 @@ mod tests {
             outputs: 2,
         }])
         .unwrap();
-        let p = plan(&model).unwrap();
+        let p = plan(&model, &[]).unwrap();
         // A range missing for one activation.
         assert!(quantize(&model, &p, &HashMap::new(), ActivationType::U8, false).is_err());
         // Non-finite ranges.
@@ -876,7 +955,7 @@ mod tests {
         // An old opset.
         let mut old = model.clone();
         old.opset_import[0].version = 11;
-        assert!(plan(&old).is_err());
+        assert!(plan(&old, &[]).is_err());
         // No calibration input, or one of the wrong size.
         assert!(calibrate(&model, &p.activations, &[], Calibration::MinMax, &|| ()).is_err());
         let wrong = CalibrationInput {
@@ -896,19 +975,25 @@ mod tests {
     #[test]
     fn weights_are_symmetric_per_channel() {
         // Two output channels of two values each.
-        let (q, s) = quantize_weight(&[1.0, -0.25, 0.01, -0.04], &[2, 2], 0, WEIGHT_QMAX);
+        let (q, s) =
+            quantize_weight_floored(&[1.0, -0.25, 0.01, -0.04], &[2, 2], 0, WEIGHT_QMAX, &[]);
         assert_eq!(s, vec![1.0 / 127.0, 0.04 / 127.0]);
         assert_eq!(q, vec![127, -32, 32, -127]);
         // Along axis 1 of a [2, 2] matrix, channels are columns.
-        let (q, s) = quantize_weight(&[1.5, 0.1, -2.0, 0.03], &[2, 2], 1, WEIGHT_QMAX);
+        let (q, s) = quantize_weight_floored(&[1.5, 0.1, -2.0, 0.03], &[2, 2], 1, WEIGHT_QMAX, &[]);
         assert_eq!(s, vec![2.0 / 127.0, 0.1 / 127.0]);
         assert_eq!(q, vec![95, 127, -127, 38]);
         // An all-zero channel keeps a usable scale.
-        let (q, s) = quantize_weight(&[0.0, 0.0], &[1, 2], 0, WEIGHT_QMAX);
+        let (q, s) = quantize_weight_floored(&[0.0, 0.0], &[1, 2], 0, WEIGHT_QMAX, &[]);
         assert_eq!((q, s), (vec![0, 0], vec![1.0]));
         // Reduced range: 7 bits.
-        let (q, s) = quantize_weight(&[1.0, -0.25], &[1, 2], 0, WEIGHT_QMAX_REDUCED);
+        let (q, s) = quantize_weight_floored(&[1.0, -0.25], &[1, 2], 0, WEIGHT_QMAX_REDUCED, &[]);
         assert_eq!((q, s), (vec![63, -16], vec![1.0 / 63.0]));
+        // A floor above the natural scale wins (bias headroom); below it, not.
+        let (q, s) = quantize_weight_floored(&[0.01, -0.02], &[1, 2], 0, WEIGHT_QMAX, &[0.001]);
+        assert_eq!((q, s), (vec![10, -20], vec![0.001]));
+        let (_, s) = quantize_weight_floored(&[1.0, -0.5], &[1, 2], 0, WEIGHT_QMAX, &[0.001]);
+        assert_eq!(s, vec![1.0 / 127.0]);
     }
 
     #[test]
