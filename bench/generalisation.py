@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generalisation table for trained bundles (issue 8), measured, never typed in.
 
-For each bundle directory given, reads the identity-disjoint DFDC test metrics and
-the JPEG re-compression metrics that `fakewatch-train fit` stored in its
+For each bundle directory given, reads the identity-disjoint DFDC test metrics, the
+JPEG re-compression metrics and the self-blended test (test reals against their
+self-blends; `"self_blended_test": true`) that `fakewatch-train fit` stored in its
 bundle.json, then runs `fakewatch scan --json` on the shared media: the DFDC
 fake videos (label from their metadata.json) and the real talking-head clips.
 Prints one Markdown table, and with --json the raw numbers.
@@ -81,6 +82,7 @@ def main():
                 "test_video_auc": (metrics.get("video") or {}).get("auc"),
                 "jpeg_quality": rob.get("jpeg_quality"),
                 "jpeg_auc": rob.get("auc"),
+                "self_blended_test_auc": (metrics.get("self_blended_test") or {}).get("auc"),
                 "threshold": threshold,
                 "dfdc_fake_scores": {p.name: s for p, s in zip(fakes, fake_scores)},
                 "real_scores": {p.name: r["score"] for p, r in zip(reals, rows[len(fakes):])},
@@ -92,15 +94,16 @@ def main():
         )
 
     print(
-        "| bundle | train fakes | DFDC test AUC | JPEG q30 AUC | threshold | "
+        "| bundle | train fakes | DFDC test AUC | JPEG q30 AUC | self-blended test AUC | threshold | "
         + " | ".join(f"{p.stem} (fake)" for p in fakes)
         + " | real clips: mean score | real clips flagged fake | media AUC |"
     )
-    print("|---" * (8 + len(fakes)) + "|")
+    print("|---" * (9 + len(fakes)) + "|")
     for r in results:
         print(
             f"| {Path(r['bundle']).name} | {r['fakes']} | {fmt(r['test_auc'], 4)} | "
-            f"{fmt(r['jpeg_auc'], 4)} | {fmt(r['threshold'], 4)} | "
+            f"{fmt(r['jpeg_auc'], 4)} | {fmt(r['self_blended_test_auc'], 4)} | "
+            f"{fmt(r['threshold'], 4)} | "
             + " | ".join(fmt(s) for s in r["dfdc_fake_scores"].values())
             + f" | {fmt(r['real_mean'])} | {r['real_flagged']}/{r['real_count']} | {fmt(r['media_auc'])} |"
         )
