@@ -1,11 +1,14 @@
 """Record a trained bundle's own model files in models/manifest.json.
 
-Usage: python3 models/convert/record_bundle.py models/default
+Usage: python3 models/convert/record_bundle.py BUNDLE_DIR [SCRIPT]
+e.g. python3 models/convert/record_bundle.py models/default models/build_default.sh
 Standard library only. Reads the bundle's bundle.json (written by
 `fakewatch-train fit` or `fakewatch-train quantize`) and adds one manifest
 entry per file the bundle owns (files referenced from other bundles, such as
 ../facenet.onnx, already have their own entries). For an int8 bundle it also
-records its quantized backbone (e.g. ../facenet-int8.onnx).
+records its quantized backbone (e.g. ../faceres-int8.onnx). SCRIPT is the
+repository script that made the bundle (recorded as its command; default
+models/build_default.sh, or models/build_int8.sh for an int8 bundle).
 """
 import hashlib
 import json
@@ -14,6 +17,7 @@ import sys
 
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 bundle_dir = os.path.abspath(sys.argv[1])
+script = sys.argv[2] if len(sys.argv) > 2 else None
 rel_dir = os.path.relpath(bundle_dir, here)
 b = json.load(open(os.path.join(bundle_dir, "bundle.json")))
 manifest_path = os.path.join(here, "manifest.json")
@@ -24,20 +28,24 @@ fit_training = training.get("source_training", {}) if quantized else training
 data = fit_training.get("dataset", {})
 source = {
     "produced_by": "fakewatch-train fit (this repository)",
-    "command": "models/build_default.sh",
+    "command": script or "models/build_default.sh",
     "config": fit_training,
     "data": data.get("path"),
     "data_terms": "DFDC terms, research-only; the data is not in this repository",
 }
+trained_by = "models/build_default.sh"
 if quantized:
+    # The script that trained the fp32 bundle, as recorded for its head.
+    src_head = os.path.normpath(os.path.join(rel_dir, training["quantized_from"]["path"], "head.onnx"))
+    trained_by = ((m["models"].get(src_head) or {}).get("source") or {}).get("command", trained_by)
     source = {
         "produced_by": "fakewatch-train quantize (this repository)",
-        "command": "models/build_int8.sh",
+        "command": script or "models/build_int8.sh",
         "quantized_from": training["quantized_from"],
         "quantization": training["quantization"],
         "calibration_data": data.get("path"),
         "data_terms": "DFDC terms, research-only; the data is not in this repository",
-        "trained_by": "models/build_default.sh",
+        "trained_by": trained_by,
     }
 head_dim = b["head"]["dim"]
 entries = {
