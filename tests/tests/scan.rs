@@ -190,6 +190,7 @@ fn signed_bundles_keygen_sign_and_refusals() {
         "mtcnn_rnet.onnx",
         "mtcnn_onet.onnx",
         "facenet.onnx",
+        "faceres.onnx",
     ] {
         std::os::unix::fs::symlink(root().join("models").join(f), dir.join("models").join(f))
             .unwrap();
