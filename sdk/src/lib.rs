@@ -4,8 +4,9 @@
 //! (Kumar & Bhavsar, 2020):
 //!
 //! ```text
-//! Frame (RGB8) → Mtcnn (boxes + 5 landmarks) → Aligner (160×160 crop)
-//!   → Embedder (FaceNet, 512-d, L2-normalised) → head → classifier → verdict
+//! Frame (RGB8) → Mtcnn (boxes + 5 landmarks) → Aligner (224×224 or 160×160 crop)
+//!   → Embedder (faceres 1024-d or FaceNet 512-d, L2-normalised)
+//!   → head → classifier → verdict
 //! ```
 //!
 //! The SDK is a library: typed [`Error`]s, no global state, no printing, no
