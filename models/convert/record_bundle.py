@@ -67,8 +67,17 @@ if quantized:
     bb = b["backbone"]
     src_key = os.path.normpath(os.path.join(rel_dir, os.path.dirname(bb["file"]), training["backbone"]["source"]))
     src_entry = m["models"].get(src_key, {})
+    rec = training["backbone"]
+    if rec.get("weights_only"):
+        role = "backbone, int8 QDQ weights only (%d-bit per-channel symmetric weights, float activations" % rec.get("weight_bits", 8)
+    else:
+        role = "backbone, int8 QDQ (%d-bit per-channel symmetric weights, calibrated activations" % rec.get("weight_bits", 7)
+    if rec.get("kept_float"):
+        role += "; kept float: " + ", ".join(rec["kept_float"])
+    role += ")"
     entries[bb["file"]] = {
-        "role": "backbone, int8 QDQ (per-channel symmetric int8 weights, calibrated activations)",
+        "role": role,
+        "quantized_layers": {k: rec[k] for k in ("ops", "activations", "weight_bits", "kept_float", "weights_only") if k in rec},
         "layout": src_entry.get("layout", "NCHW"),
         "colour": "BGR" if bb.get("bgr") else "RGB",
         "normalisation": src_entry.get("normalisation", {"mean": bb["mean"], "scale": bb["scale"]}),
@@ -78,7 +87,11 @@ if quantized:
     }
     licences[bb["file"]] = (
         src_entry.get("licence", "as its source model")
-        + "; quantized by this project (scales calibrated on DFDC faces: research-only use)"
+        + (
+            "; weights quantized by this project (no calibration data)"
+            if rec.get("weights_only")
+            else "; quantized by this project (scales calibrated on DFDC faces: research-only use)"
+        )
     )
 for name in [n for n in entries if n.startswith("../") and n not in licences]:
     del entries[name]  # another bundle's file (e.g. ../default/classifier.onnx): recorded there
