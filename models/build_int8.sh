@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quantize a bundle to int8 (QDQ ONNX), calibrated on 128 faces of its train
-# split (skipped for weights-only plans) and measured on its test split, and record the files in
-# models/manifest.json:
+# split (the head; a weights-only backbone needs none) and measured on its test
+# split, and record the files in models/manifest.json:
 #   models/build_int8.sh          models/default -> models/default-int8 + models/faceres-int8.onnx
 #   models/build_int8.sh paper    models/paper-facenet -> models/paper-facenet-int8 + models/facenet-int8.onnx
 # Needs ../shared/data/dfdc-faces (research data, not in this repository) and

@@ -270,36 +270,29 @@ fn quantize_file(
     how: &FilePlan,
     what: &str,
 ) -> Result<serde_json::Value> {
-    let FilePlan {
-        method,
-        act,
-        reduce_range,
-        keep_float,
-        weights_only,
-    } = how;
-    let (method, act, weights_only) = (*method, *act, *weights_only);
     let proto = load_proto(src)?;
-    let mut plan = quantize::plan(&proto, keep_float)
+    let mut plan = quantize::plan(&proto, &how.keep_float)
         .with_context(|| format!("planning {}", src.display()))?;
-    if weights_only {
+    if how.weights_only {
         plan.activations.clear();
     }
-    let passes = if matches!(method, Calibration::MinMax) {
-        1
-    } else {
-        2
-    };
-    let pb = bar(inputs.len() * passes, &format!("calibrating {what}"))?;
     let ranges = if plan.activations.is_empty() {
         HashMap::new()
     } else {
-        quantize::calibrate(&proto, &plan.activations, inputs, method, &|| pb.inc(1))?
+        let passes = if matches!(how.method, Calibration::MinMax) {
+            1
+        } else {
+            2
+        };
+        let pb = bar(inputs.len() * passes, &format!("calibrating {what}"))?;
+        let r = quantize::calibrate(&proto, &plan.activations, inputs, how.method, &|| pb.inc(1))?;
+        pb.finish_and_clear();
+        r
     };
-    pb.finish_and_clear();
     // 7-bit weights only avoid the saturation of integer u8×s8 kernels; with
     // float activations there are none, so weights-only keeps all 8 bits.
-    let reduce_range = *reduce_range && !weights_only;
-    let (q, summary) = quantize::quantize(&proto, &plan, &ranges, act, reduce_range)?;
+    let reduce_range = how.reduce_range && !how.weights_only;
+    let (q, summary) = quantize::quantize(&proto, &plan, &ranges, how.act, reduce_range)?;
     crate::onnx::save(&q, dst)?;
     let (before, after) = (std::fs::metadata(src)?.len(), std::fs::metadata(dst)?.len());
     log::info!(
@@ -317,10 +310,10 @@ fn quantize_file(
         "weight_bits": if reduce_range { 7 } else { 8 },
         "bytes_fp32": before, "bytes_int8": after,
     });
-    if !keep_float.is_empty() {
-        j["kept_float"] = json!(keep_float);
+    if !how.keep_float.is_empty() {
+        j["kept_float"] = json!(how.keep_float);
     }
-    if weights_only {
+    if how.weights_only {
         j["weights_only"] = json!(true);
     }
     Ok(j)

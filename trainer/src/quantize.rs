@@ -841,12 +841,7 @@ mod tests {
                     .filter(|t| t.data_type == DataType::Float as i32 && t.dims.len() == 2);
                 assert_eq!(float_matrices.count(), 0);
                 for x in inputs.iter().take(8) {
-                    let (a, b) = (&run(&model, x)[0], &run(&q, x)[0]);
-                    let d = a
-                        .iter()
-                        .zip(b)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, f32::max);
+                    let d = max_abs_diff(&run(&model, x)[0], &run(&q, x)[0]);
                     assert!(d < 0.05, "{method:?} {act:?} {reduce}: {d}");
                 }
             }
@@ -855,6 +850,14 @@ mod tests {
 
     /// The shipped MTCNN PNet (Conv + PRelu): quantized, its face
     /// probabilities on a smooth image stay within 0.05 of float.
+    /// Largest absolute difference between two outputs.
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
     #[test]
     fn pnet_quantizes() {
         let path =
@@ -885,11 +888,7 @@ mod tests {
             let (a, b) = (run(&model, x), run(&q, x));
             assert_eq!(a.len(), b.len());
             // Output 1 is the face probability map.
-            let d = a[1]
-                .iter()
-                .zip(&b[1])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let d = max_abs_diff(&a[1], &b[1]);
             assert!(d < 0.05, "prob differs by {d}");
         }
         // Keeping the first convolution float leaves four ops to quantize;
@@ -917,11 +916,7 @@ mod tests {
             quantize(&model, &w, &HashMap::new(), ActivationType::U8, false).unwrap();
         assert_eq!((summary.ops, summary.activations), (4, 0));
         let (a, b) = (run(&model, &inputs[0]), run(&q, &inputs[0]));
-        let d = a[1]
-            .iter()
-            .zip(&b[1])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let d = max_abs_diff(&a[1], &b[1]);
         assert!(d < 0.02, "weights-only prob differs by {d}");
     }
 
