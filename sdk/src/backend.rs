@@ -11,6 +11,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 
 use crate::error::{Error, Result};
+pub use crate::pooling::ModelEdit;
 
 /// A dense f32 tensor in row-major order.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +83,18 @@ pub trait InferenceModel: Send + Sync {
 pub trait Backend: Send + Sync {
     /// The backend's name (`"tract"`, `"ort-cpu"`, ...).
     fn name(&self) -> &'static str;
-    /// Loads the ONNX file at `path`.
-    fn load(&self, path: &Path, policy: ShapePolicy) -> Result<Arc<dyn InferenceModel>>;
+    /// Loads the ONNX file at `path` with `edit` applied to its graph
+    /// (for example a backbone's pooled multi-level output).
+    fn load_edited(
+        &self,
+        path: &Path,
+        policy: ShapePolicy,
+        edit: &ModelEdit,
+    ) -> Result<Arc<dyn InferenceModel>>;
+    /// Loads the ONNX file at `path` as it is.
+    fn load(&self, path: &Path, policy: ShapePolicy) -> Result<Arc<dyn InferenceModel>> {
+        self.load_edited(path, policy, &ModelEdit::none())
+    }
 }
 
 /// The pure-Rust tract backend.
@@ -94,8 +105,13 @@ impl Backend for TractBackend {
     fn name(&self) -> &'static str {
         "tract"
     }
-    fn load(&self, path: &Path, policy: ShapePolicy) -> Result<Arc<dyn InferenceModel>> {
-        Ok(Arc::new(TractModel::load(path, policy)?))
+    fn load_edited(
+        &self,
+        path: &Path,
+        policy: ShapePolicy,
+        edit: &ModelEdit,
+    ) -> Result<Arc<dyn InferenceModel>> {
+        Ok(Arc::new(TractModel::load_edited(path, policy, edit)?))
     }
 }
 
@@ -319,10 +335,17 @@ impl TractModel {
     /// Parses and type-checks the ONNX file; optimises the symbolic plan now
     /// (for [`ShapePolicy::Symbolic`]) or per shape on first use.
     pub fn load(path: &Path, policy: ShapePolicy) -> Result<Self> {
+        Self::load_edited(path, policy, &ModelEdit::none())
+    }
+
+    /// As [`Self::load`], with `edit` applied to the graph first.
+    pub fn load_edited(path: &Path, policy: ShapePolicy, edit: &ModelEdit) -> Result<Self> {
         let name = model_file_name(path)?;
         let err = |e: TractError| Error::model(name.clone(), format!("{e:#}"));
         let onnx = tract_onnx::onnx();
         let mut proto = onnx.proto_model_for_path(path).map_err(err)?;
+        edit.apply(&mut proto)
+            .map_err(|reason| Error::model(name.clone(), reason))?;
         fold_constant_dequantize(&mut proto)
             .map_err(|reason| Error::model(name.clone(), reason))?;
         rewrite_prelu(&mut proto);

@@ -87,7 +87,7 @@ impl DeepfakeDetector {
 
     /// P(fake) of each face.
     pub fn score_faces(&self, faces: &[Face]) -> Result<Vec<f32>> {
-        let e: Vec<_> = faces.iter().map(|f| f.embedding.clone()).collect();
+        let e: Vec<&[f32]> = faces.iter().map(Face::scoring_input).collect();
         self.scorer.score(&e)
     }
 

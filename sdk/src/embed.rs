@@ -10,6 +10,7 @@ use crate::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::geometry::Detection;
+use crate::pooling::{FeatureSpec, ModelEdit};
 use crate::resample::Normalize;
 
 /// The backbone's input and output description (the bundle's `backbone` object).
@@ -33,6 +34,11 @@ pub struct BackboneConfig {
     /// (for backbones whose features are not centred, such as post-ReLU ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center: Option<Vec<f32>>,
+    /// Multi-level features pooled from intermediate tensors in the same
+    /// pass; when present they, not the embedding, are what the head and
+    /// classifier score (the embedding still drives tracking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSpec>,
 }
 
 /// A mean for all channels or one per channel.
@@ -46,6 +52,12 @@ pub enum MeanSpec {
 }
 
 impl BackboneConfig {
+    /// Length of the vector the head or classifier scores: the pooled
+    /// features' when the backbone has them, else the embedding's.
+    pub fn scoring_dim(&self) -> usize {
+        self.features.as_ref().map_or(self.dim, |f| f.dim)
+    }
+
     /// The normalisation the backbone expects.
     pub fn normalize(&self) -> Normalize {
         let mean = match self.mean {
@@ -86,6 +98,29 @@ impl Embedding {
         } else {
             0.0
         }
+    }
+}
+
+impl AsRef<[f32]> for Embedding {
+    fn as_ref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+/// What the backbone gives for one face.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackboneOutput {
+    /// The identity embedding (tracking; scoring when there are no features).
+    pub embedding: Embedding,
+    /// The pooled multi-level features (raw, not normalised), when the
+    /// backbone's config asks for them.
+    pub features: Option<Vec<f32>>,
+}
+
+impl BackboneOutput {
+    /// The vector the head or classifier scores.
+    pub fn scoring_input(&self) -> &[f32] {
+        self.features.as_deref().unwrap_or(&self.embedding.0)
     }
 }
 
@@ -132,7 +167,16 @@ impl Embedder {
                 return Err(Error::config("backbone center length differs from dim"));
             }
         }
-        let model = backend.load(path, ShapePolicy::FixedBatch(1))?;
+        let edit = match &config.features {
+            Some(f) if f.pool.is_empty() || f.dim == 0 => {
+                return Err(Error::config(
+                    "backbone.features must name at least one tensor and a dim > 0",
+                ))
+            }
+            Some(f) => ModelEdit::pooled(f),
+            None => ModelEdit::none(),
+        };
+        let model = backend.load_edited(path, ShapePolicy::FixedBatch(1), &edit)?;
         Ok(Self {
             model,
             config,
@@ -165,12 +209,27 @@ impl Embedder {
 
     /// Embeds the faces `dets` of `frame` (one embedding per detection, in order).
     pub fn embed_detections(&self, frame: &Frame, dets: &[Detection]) -> Result<Vec<Embedding>> {
-        let norm = self.config.normalize();
-        self.embed_items(dets, |d, buf| self.aligner.align_into(frame, d, norm, buf))
+        Ok(embeddings(self.describe_detections(frame, dets)?))
     }
 
     /// Embeds whole images that already are aligned faces (resized to the input size).
     pub fn embed_crops(&self, crops: &[Frame]) -> Result<Vec<Embedding>> {
+        Ok(embeddings(self.describe_crops(crops)?))
+    }
+
+    /// Embedding and pooled features of the faces `dets` of `frame`, in order.
+    pub fn describe_detections(
+        &self,
+        frame: &Frame,
+        dets: &[Detection],
+    ) -> Result<Vec<BackboneOutput>> {
+        let norm = self.config.normalize();
+        self.embed_items(dets, |d, buf| self.aligner.align_into(frame, d, norm, buf))
+    }
+
+    /// Embedding and pooled features of whole images that already are
+    /// aligned faces (resized to the input size).
+    pub fn describe_crops(&self, crops: &[Frame]) -> Result<Vec<BackboneOutput>> {
         let [_, h, w] = self.config.input;
         let norm = self.config.normalize();
         self.embed_items(crops, |f, buf| {
@@ -189,7 +248,7 @@ impl Embedder {
         &self,
         items: &[T],
         fill: impl Fn(&T, &mut [f32]) -> Result<()> + Sync,
-    ) -> Result<Vec<Embedding>> {
+    ) -> Result<Vec<BackboneOutput>> {
         let [c, h, w] = self.config.input;
         let item = c * h * w;
         let chunks: Vec<&[T]> = items.chunks(self.batch()).collect();
@@ -208,7 +267,7 @@ impl Embedder {
         Ok(parts.into_iter().flatten().collect())
     }
 
-    fn run(&self, n: usize, data: Vec<f32>) -> Result<Vec<Embedding>> {
+    fn run(&self, n: usize, data: Vec<f32>) -> Result<Vec<BackboneOutput>> {
         let [c, h, w] = self.config.input;
         let res = self.model.run(&Tensor::new(vec![n, c, h, w], data)?)?;
         let t = res
@@ -220,16 +279,43 @@ impl Embedder {
                 format!("output {:?}, expected [{n}, {}]", t.shape, self.config.dim),
             ));
         }
+        // The pooled output is the graph's last (see `ModelEdit`).
+        let pooled = match &self.config.features {
+            None => None,
+            Some(f) => {
+                let p = res
+                    .last()
+                    .filter(|_| res.len() > 1)
+                    .ok_or_else(|| Error::model(self.model.name(), "no pooled output"))?;
+                if p.batch() != n || p.item_len() != f.dim {
+                    return Err(Error::model(
+                        self.model.name(),
+                        format!(
+                            "pooled features {:?}, expected [{n}, {}] (backbone.features.dim)",
+                            p.shape, f.dim
+                        ),
+                    ));
+                }
+                Some(p)
+            }
+        };
         Ok((0..n)
             .map(|i| {
                 let mut v = t.item(i).to_vec();
                 if let Some(c) = &self.config.center {
                     v.iter_mut().zip(c).for_each(|(x, m)| *x -= m);
                 }
-                Embedding::normalized(v)
+                BackboneOutput {
+                    embedding: Embedding::normalized(v),
+                    features: pooled.map(|p| p.item(i).to_vec()),
+                }
             })
             .collect())
     }
+}
+
+fn embeddings(v: Vec<BackboneOutput>) -> Vec<Embedding> {
+    v.into_iter().map(|o| o.embedding).collect()
 }
 
 #[cfg(test)]

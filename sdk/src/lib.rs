@@ -29,6 +29,7 @@ pub mod mtcnn;
 pub mod ort_backend;
 pub mod parallel;
 pub mod perception;
+pub mod pooling;
 pub mod resample;
 pub mod sampling;
 pub mod score;

@@ -24,7 +24,7 @@ use ort::session::Session;
 use ort::value::ValueType;
 
 use crate::backend::{
-    check_input_shape, model_file_name, Backend, InferenceModel, ShapePolicy, Tensor,
+    check_input_shape, model_file_name, Backend, InferenceModel, ModelEdit, ShapePolicy, Tensor,
 };
 use crate::error::{Error, Result};
 
@@ -300,11 +300,16 @@ impl Backend for OrtBackend {
     fn name(&self) -> &'static str {
         self.options.provider.backend_name()
     }
-    fn load(&self, path: &Path, policy: ShapePolicy) -> Result<Arc<dyn InferenceModel>> {
+    fn load_edited(
+        &self,
+        path: &Path,
+        policy: ShapePolicy,
+        edit: &ModelEdit,
+    ) -> Result<Arc<dyn InferenceModel>> {
         // onnxruntime plans any shape the file allows; the policy only
         // shapes tract's plans.
         let _ = policy;
-        Ok(Arc::new(OrtModel::load(self, path)?))
+        Ok(Arc::new(OrtModel::load(self, path, edit)?))
     }
 }
 
@@ -329,7 +334,7 @@ impl std::fmt::Debug for OrtModel {
 }
 
 impl OrtModel {
-    fn load(backend: &OrtBackend, path: &Path) -> Result<Self> {
+    fn load(backend: &OrtBackend, path: &Path, edit: &ModelEdit) -> Result<Self> {
         let name = model_file_name(path)?;
         let err = |e: String| Error::model(name.clone(), e);
         let mut builder = Session::builder(&backend.env)
@@ -342,9 +347,19 @@ impl OrtModel {
                 .map_err(|e| err(e.to_string()))?;
         }
         let provider = backend.register(&mut builder, &name)?;
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| err(e.to_string()))?;
+        let session = if edit.is_empty() {
+            builder.commit_from_file(path)
+        } else {
+            // The same edit tract applies, on tract's parse of the file,
+            // handed to onnxruntime as bytes.
+            use prost::Message;
+            let mut proto = tract_onnx::onnx()
+                .proto_model_for_path(path)
+                .map_err(|e| err(format!("{e:#}")))?;
+            edit.apply(&mut proto).map_err(&err)?;
+            builder.commit_from_memory(&proto.encode_to_vec())
+        }
+        .map_err(|e| err(e.to_string()))?;
         let [input] = session.inputs() else {
             return Err(err("expected exactly one input".into()));
         };

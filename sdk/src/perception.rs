@@ -22,6 +22,16 @@ pub struct Face {
     pub detection: Detection,
     /// Backbone embedding (L2-normalised).
     pub embedding: Embedding,
+    /// Pooled multi-level features, when the bundle's backbone has them.
+    pub features: Option<Vec<f32>>,
+}
+
+impl Face {
+    /// The vector the bundle's head or classifier scores: the pooled
+    /// features when there are any, else the embedding.
+    pub fn scoring_input(&self) -> &[f32] {
+        self.features.as_deref().unwrap_or(&self.embedding.0)
+    }
 }
 
 /// Detector + aligner + embedder, loaded from a bundle.
@@ -125,14 +135,15 @@ impl Perception {
     pub fn analyze_timed(&self, frame: &Frame) -> Result<(Vec<Face>, PerceptionTimings)> {
         let (dets, detect) = self.detector.detect_timed(frame)?;
         let t = Instant::now();
-        let embs = self.embed(frame, &dets)?;
+        let outs = self.embedder.describe_detections(frame, &dets)?;
         let embed = t.elapsed();
         let faces = dets
             .into_iter()
-            .zip(embs)
-            .map(|(detection, embedding)| Face {
+            .zip(outs)
+            .map(|(detection, o)| Face {
                 detection,
-                embedding,
+                embedding: o.embedding,
+                features: o.features,
             })
             .collect();
         Ok((faces, PerceptionTimings { detect, embed }))

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
 use crate::bundle::Bundle;
-use crate::embed::Embedding;
 use crate::error::{Error, Result};
 
 /// Faces scored per model call.
@@ -56,24 +55,26 @@ impl Scorer {
         Ok(Self {
             head,
             classifier,
-            input_dim: m.backbone.dim,
+            input_dim: m.backbone.scoring_dim(),
         })
     }
 
-    /// P(fake) of each embedding, in order.
-    pub fn score(&self, embeddings: &[Embedding]) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(embeddings.len());
-        for chunk in embeddings.chunks(SCORE_BATCH) {
+    /// P(fake) of each scoring input (an [`crate::embed::Embedding`], or a face's pooled
+    /// features when the bundle's backbone has them), in order.
+    pub fn score<V: AsRef<[f32]>>(&self, inputs: &[V]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(SCORE_BATCH) {
             let mut data = Vec::with_capacity(chunk.len() * self.input_dim);
             for e in chunk {
-                if e.0.len() != self.input_dim {
+                let e = e.as_ref();
+                if e.len() != self.input_dim {
                     return Err(Error::config(format!(
-                        "embedding has {} values, the bundle's backbone gives {}",
-                        e.0.len(),
+                        "scoring input has {} values, the bundle's backbone gives {}",
+                        e.len(),
                         self.input_dim
                     )));
                 }
-                data.extend_from_slice(&e.0);
+                data.extend_from_slice(e);
             }
             let mut x = Tensor::new(vec![chunk.len(), self.input_dim], data)?;
             if let Some(h) = &self.head {

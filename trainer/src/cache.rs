@@ -28,6 +28,18 @@ pub struct CachedFace {
     pub bbox: [f32; 4],
     /// Backbone embedding (L2-normalised).
     pub embedding: Vec<f32>,
+    /// Pooled multi-level features, when the perception bundle's backbone
+    /// has them (`backbone.features`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<f32>>,
+}
+
+impl CachedFace {
+    /// What the head or classifier is trained on: the pooled features when
+    /// there are any, else the embedding.
+    pub fn scoring_input(&self) -> &[f32] {
+        self.features.as_deref().unwrap_or(&self.embedding)
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -197,6 +197,7 @@ pub fn largest(faces: &[Face]) -> Option<CachedFace> {
             score: f.detection.score,
             bbox: f.detection.bbox.to_array(),
             embedding: f.embedding.0.clone(),
+            features: f.features.clone(),
         })
 }
 

@@ -14,7 +14,6 @@ use fakewatch_sdk::backend::{Backend, TractBackend};
 use fakewatch_sdk::bundle::{
     sha256_file, Bundle, BundleManifest, ClassifierSpec, DecisionSpec, HeadSpec,
 };
-use fakewatch_sdk::embed::Embedding;
 use fakewatch_sdk::sampling::Sampling;
 use fakewatch_sdk::score::Scorer;
 use fakewatch_sdk::Perception;
@@ -32,6 +31,7 @@ use crate::logistic::{self, Logistic};
 use crate::metrics::{self, Report};
 use crate::onnx::BagVote;
 use crate::sbi::SelfBlendConfig;
+use crate::standardize::Standardizer;
 use crate::triplet::{self, Head, Mining, Rng, TripletConfig};
 use crate::{onnx, plot, tsne};
 
@@ -772,7 +772,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             (role, s.split, s.fake, cfg.self_blended_test, o)
         {
             for face in f {
-                blended_test.x.push(face.embedding.clone());
+                blended_test.x.push(face.scoring_input().to_vec());
                 blended_test.y.push(false);
                 blended_test.video.push(s.video.clone());
             }
@@ -792,7 +792,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             Outcome::Faces(f) if f.is_empty() => no_face += 1,
             Outcome::Faces(f) => {
                 for face in f {
-                    rows.x.push(face.embedding.clone());
+                    rows.x.push(face.scoring_input().to_vec());
                     rows.y.push(fake);
                     rows.video.push(video.clone());
                 }
@@ -820,6 +820,33 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             "the {name} split needs real and fake faces"
         );
     }
+
+    // Pooled multi-level features differ in scale level by level: they are
+    // standardised on the training split, and the standardisation is folded
+    // into the head's first layer, so the bundle takes raw pooled features.
+    let raw_test = test.x.clone();
+    let standardizer = match &base.manifest().backbone.features {
+        None => None,
+        Some(f) => {
+            let s = Standardizer::fit(&train.x).context("no training faces")?;
+            for r in [
+                &mut train,
+                &mut val,
+                &mut test,
+                &mut recompressed,
+                &mut blended_test,
+            ] {
+                s.apply(&mut r.x);
+            }
+            log::info!(
+                "{}-d pooled features of {} tensors, standardised on {} training faces",
+                f.dim,
+                f.pool.len(),
+                train.x.len()
+            );
+            Some(s)
+        }
+    };
 
     // 2. The bundle's model: triplet head + classifier.
     let head = train_head(&train, &cfg.triplet)?;
@@ -923,10 +950,11 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     // 4. Export, then check tract reproduces the trainer through the SDK.
     let head_file = "head.onnx";
     let clf_file = "classifier.onnx";
-    onnx::save(
-        &onnx::head_model(&head.to_dense()?)?,
-        &a.out.join(head_file),
-    )?;
+    let mut dense = head.to_dense()?;
+    if let (Some(s), Some(first)) = (&standardizer, dense.first_mut()) {
+        s.fold_into(first);
+    }
+    onnx::save(&onnx::head_model(&dense)?, &a.out.join(head_file))?;
     onnx::save(&clf.onnx()?, &a.out.join(clf_file))?;
     let manifest = write_manifest(
         &cfg,
@@ -943,8 +971,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     )?;
     let bundle = Bundle::load(&a.out).context("the written bundle does not load")?;
     let scorer = Scorer::from_bundle(&bundle, &TractBackend)?;
-    let emb: Vec<Embedding> = test.x.iter().map(|v| Embedding(v.clone())).collect();
-    let sdk_scores = scorer.score(&emb)?;
+    let sdk_scores = scorer.score(&raw_test)?;
     let max_diff = sdk_scores
         .iter()
         .zip(&main_scores)

@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{ensure, Context, Result};
-use fakewatch_sdk::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
+use fakewatch_sdk::backend::{Backend, InferenceModel, ModelEdit, ShapePolicy, Tensor};
 use fakewatch_sdk::bundle::{sha256_file, Bundle, HeadSpec};
-use fakewatch_sdk::embed::Embedding;
 use fakewatch_sdk::score::Scorer;
 use fakewatch_sdk::{Frame, Perception};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -154,13 +153,14 @@ impl Backend for Recorder {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    fn load(
+    fn load_edited(
         &self,
         path: &Path,
         policy: ShapePolicy,
+        edit: &ModelEdit,
     ) -> fakewatch_sdk::Result<Arc<dyn InferenceModel>> {
         Ok(Arc::new(Tap {
-            inner: self.inner.load(path, policy)?,
+            inner: self.inner.load_edited(path, policy, edit)?,
             path: path.to_path_buf(),
             record: self.record.iter().any(|p| p == path),
             taps: self.taps.clone(),
@@ -238,15 +238,18 @@ fn calibration_faces(
             .embedder()
             .aligner()
             .align_into(&frame, det, norm, &mut buf)?;
-        let e = perception.embed(&frame, std::slice::from_ref(det))?;
+        let e = perception
+            .embedder()
+            .describe_detections(&frame, std::slice::from_ref(det))?;
         faces.push(CalibrationInput {
             shape: vec![1, c, h, w],
             data: buf,
         });
-        if let Some(e) = e.into_iter().next() {
+        if let Some(e) = e.first() {
+            let x = e.scoring_input();
             embeddings.push(CalibrationInput {
-                shape: vec![1, e.0.len()],
-                data: e.0,
+                shape: vec![1, x.len()],
+                data: x.to_vec(),
             });
         }
         pb.inc(1);
@@ -358,20 +361,21 @@ fn score_samples(
         .map(|s| Job::plain(s.path.clone(), None))
         .collect();
     let outcomes = extract::run(&perception, &jobs, &mut cache, threads)?;
-    let (mut idx, mut emb) = (vec![], vec![]);
+    let (mut idx, mut emb, mut inputs) = (vec![], vec![], vec![]);
     for (i, o) in outcomes.iter().enumerate() {
         if let Outcome::Faces(f) = o {
             for face in f {
                 idx.push(i);
-                emb.push(Embedding(face.embedding.clone()));
+                emb.push(face.embedding.clone());
+                inputs.push(face.scoring_input().to_vec());
             }
         }
     }
-    let scores = Scorer::from_bundle(bundle, backend)?.score(&emb)?;
+    let scores = Scorer::from_bundle(bundle, backend)?.score(&inputs)?;
     Ok(Scored {
         sample: idx,
         score: scores.into_iter().map(f64::from).collect(),
-        embedding: emb.into_iter().map(|e| e.0).collect(),
+        embedding: emb,
     })
 }
 

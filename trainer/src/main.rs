@@ -21,6 +21,7 @@ mod plot;
 mod quantize;
 mod sbi;
 mod signing;
+mod standardize;
 mod triplet;
 mod tsne;
 
@@ -239,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
                             "file": r.file, "label": r.label, "group": r.group,
                             "identity": r.identity, "split": r.split,
                             "score": face.score, "embedding": face.embedding,
+                            "features": face.features,
                         });
                         writeln!(w, "{line}")?;
                     }
