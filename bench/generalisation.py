@@ -5,7 +5,10 @@ For each bundle directory given, reads the identity-disjoint DFDC test metrics, 
 JPEG re-compression metrics and the self-blended test (test reals against their
 self-blends; `"self_blended_test": true`) that `fakewatch-train fit` stored in its
 bundle.json, then runs `fakewatch scan --json` on the shared media: the DFDC
-fake videos (label from their metadata.json) and the real talking-head clips.
+fake videos (label from their metadata.json), the real talking-head clips, and
+the 94 labelled clips of data/media/generated (54 fakes of other generators, 40
+reals: video AUC with a seeded bootstrap 95 % interval, accuracy at the
+bundle's own decision, AUC per kind of generator).
 Prints one Markdown table, and with --json the raw numbers.
 
 Needs ../shared (research data) and a built `fakewatch` (release by default):
@@ -14,8 +17,10 @@ Needs ../shared (research data) and a built `fakewatch` (release by default):
 """
 
 import argparse
+import csv
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +49,26 @@ def auc(pos, neg):
     return wins / (len(pos) * len(neg))
 
 
+def bootstrap_ci(pos, neg, n=1000, seed=0):
+    """95 % percentile interval of the AUC, resampling fakes and reals separately (seeded)."""
+    if not pos or not neg:
+        return None
+    rng = random.Random(seed)
+    vals = sorted(
+        auc([rng.choice(pos) for _ in pos], [rng.choice(neg) for _ in neg]) for _ in range(n)
+    )
+    return vals[int(0.025 * n)], vals[int(0.975 * n) - 1]
+
+
+def generated_set(media):
+    """The labelled clips of data/media/generated (other generators: a held-out source)."""
+    root = media / "generated"
+    if not (root / "labels.csv").exists():
+        return []
+    with open(root / "labels.csv", newline="") as fh:
+        return [(root / r["file"], r["label"] == "fake", r["kind"]) for r in csv.DictReader(fh)]
+
+
 def fmt(v, digits=3):
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -55,6 +80,8 @@ def main():
     ap.add_argument("--fakewatch", default=str(ROOT / "target/release/fakewatch"))
     ap.add_argument("--frames", type=int, default=25)
     ap.add_argument("--json", type=Path, help="also write the raw numbers here")
+    ap.add_argument("--no-generated", action="store_true",
+                    help="skip the 94 labelled clips of data/media/generated")
     a = ap.parse_args()
 
     media = a.shared / "data/media"
@@ -64,6 +91,7 @@ def main():
     if not fakes or not reals:
         sys.exit(f"no media under {media}")
 
+    generated = [] if a.no_generated else generated_set(media)
     results = []
     for b in a.bundles:
         m = json.loads((b / "bundle.json").read_text())
@@ -74,6 +102,26 @@ def main():
         fake_scores = [r["score"] for r in rows[: len(fakes)]]
         real_scores = [r["score"] for r in rows[len(fakes):] if r["score"] is not None]
         flagged = sum(r["label"] == "fake" for r in rows[len(fakes):])
+        gen = {}
+        if generated:
+            g = scan(a.fakewatch, b, [p for p, _, _ in generated], a.frames)
+            pos = [r["score"] for r, (_, f, _) in zip(g, generated) if f and r["score"] is not None]
+            neg = [r["score"] for r, (_, f, _) in zip(g, generated) if not f and r["score"] is not None]
+            right = sum((r["label"] == "fake") == f for r, (_, f, _) in zip(g, generated))
+            kinds = sorted({k for _, f, k in generated if f})
+            gen = {
+                "clips": len(generated),
+                "no_face": sum(r["score"] is None for r in g),
+                "auc": auc(pos, neg),
+                "auc_ci95": bootstrap_ci(pos, neg),
+                "accuracy": right / len(generated),
+                "auc_by_kind": {
+                    k: auc([r["score"] for r, (_, f, kk) in zip(g, generated)
+                            if f and kk == k and r["score"] is not None], neg)
+                    for k in kinds
+                },
+                "scores": {str(p.relative_to(media)): r["score"] for r, (p, _, _) in zip(g, generated)},
+            }
         results.append(
             {
                 "bundle": str(b),
@@ -90,6 +138,7 @@ def main():
                 "real_flagged": flagged,
                 "real_count": len(reals),
                 "media_auc": auc([s for s in fake_scores if s is not None], real_scores),
+                "generated": gen,
             }
         )
 
@@ -97,8 +146,9 @@ def main():
         "| bundle | train fakes | DFDC test AUC | JPEG q30 AUC | self-blended test AUC | threshold | "
         + " | ".join(f"{p.stem} (fake)" for p in fakes)
         + " | real clips: mean score | real clips flagged fake | media AUC |"
+        + " generated clips: video AUC [95 % CI] | generated: accuracy |"
     )
-    print("|---" * (9 + len(fakes)) + "|")
+    print("|---" * (11 + len(fakes)) + "|")
     for r in results:
         print(
             f"| {Path(r['bundle']).name} | {r['fakes']} | {fmt(r['test_auc'], 4)} | "
@@ -106,9 +156,18 @@ def main():
             f"{fmt(r['threshold'], 4)} | "
             + " | ".join(fmt(s) for s in r["dfdc_fake_scores"].values())
             + f" | {fmt(r['real_mean'])} | {r['real_flagged']}/{r['real_count']} | {fmt(r['media_auc'])} |"
+            + gen_cells(r["generated"])
         )
     if a.json:
         a.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def gen_cells(g):
+    if not g:
+        return " – | – |"
+    ci = g["auc_ci95"]
+    ci = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    return f" {fmt(g['auc'])}{ci} | {fmt(g['accuracy'])} |"
 
 
 if __name__ == "__main__":

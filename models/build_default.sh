@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Train the default bundle (models/default: frozen faceres embedding + triplet
-# head + logistic, trained on the DFDC crops' fakes and self-blended fakes) from
-# the shared DFDC face crops and record its files in models/manifest.json.
+# Train the default bundle (models/default: frozen faceres, its conv_pw_3..13
+# activations pooled into 2 944-d multi-level features, standardised, and an
+# L-BFGS logistic classifier whose L2 is chosen on the validation split;
+# trained on the DFDC crops' fakes and self-blended fakes) from the shared DFDC
+# face crops and record its files in models/manifest.json.
 # Needs ../shared/data/dfdc-faces (research data, not in this repository).
-# Seeded: a rerun reproduces the metrics (embeddings and self-blends are cached
-# under ~/.cache/fakewatch; first run ~25 min of extraction on 2 cores, then
-# ~15 min with the paper's comparison rows).
+# Seeded and deterministic: a rerun reproduces the metrics (features and
+# self-blends are cached under ~/.cache/fakewatch; first run ~8 min of
+# extraction on 2 cores, then ~2 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo run --release -p fakewatch-trainer -- fit \

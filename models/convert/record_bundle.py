@@ -35,9 +35,13 @@ source = {
 }
 trained_by = "models/build_default.sh"
 if quantized:
-    # The script that trained the fp32 bundle, as recorded for its head.
-    src_head = os.path.normpath(os.path.join(rel_dir, training["quantized_from"]["path"], "head.onnx"))
-    trained_by = ((m["models"].get(src_head) or {}).get("source") or {}).get("command", trained_by)
+    # The script that trained the fp32 bundle, as recorded for its head or classifier.
+    src_dir = os.path.join(rel_dir, training["quantized_from"]["path"])
+    for f in ("head.onnx", "classifier.onnx"):
+        rec = (m["models"].get(os.path.normpath(os.path.join(src_dir, f))) or {}).get("source") or {}
+        if "command" in rec:
+            trained_by = rec["command"]
+            break
     source = {
         "produced_by": "fakewatch-train quantize (this repository)",
         "command": script or "models/build_int8.sh",
@@ -47,21 +51,36 @@ if quantized:
         "data_terms": "DFDC terms, research-only; the data is not in this repository",
         "trained_by": trained_by,
     }
-head_dim = b["head"]["dim"]
-entries = {
-    b["head"]["file"]: {
+feats = b["backbone"].get("features")
+scored_dim = feats["dim"] if feats else b["backbone"]["dim"]
+scored = (
+    "the backbone's %d-d pooled multi-level features (raw; the standardisation learnt on the "
+    "training split is inside this model)" % scored_dim
+    if feats
+    else "the backbone's L2-normalised embedding"
+)
+entries = {}
+if b.get("head"):
+    head_dim = b["head"]["dim"]
+    entries[b["head"]["file"]] = {
         "role": "triplet head",
-        "input": {"name": "embedding", "shape": ["N", b["backbone"]["dim"]]},
+        "input": {"name": "embedding", "shape": ["N", scored_dim]},
         "outputs": {"head": ["N", head_dim]},
-        "normalisation": "none: takes the backbone's L2-normalised embedding; output is L2-normalised",
-    },
-    b["classifier"]["file"]: {
+        "normalisation": "none: takes %s; output is L2-normalised" % scored,
+    }
+    entries[b["classifier"]["file"]] = {
         "role": "classifier (%s)" % b["classifier"]["kind"],
         "input": {"name": "features", "shape": ["N", head_dim]},
         "outputs": {"p_fake": ["N", 1]},
         "normalisation": "none: takes the head's output",
-    },
-}
+    }
+else:
+    entries[b["classifier"]["file"]] = {
+        "role": "classifier (%s), no head" % b["classifier"]["kind"],
+        "input": {"name": "features", "shape": ["N", scored_dim]},
+        "outputs": {"p_fake": ["N", 1]},
+        "normalisation": "none: takes %s" % scored,
+    }
 licences = {}
 if quantized:
     bb = b["backbone"]
@@ -110,6 +129,11 @@ for name, e in entries.items():
         }
     )
     m["models"][os.path.normpath(os.path.join(rel_dir, name))] = e
+# A file this bundle no longer has (a retrained bundle without a head) leaves the manifest.
+for key in [k for k in m["models"] if os.path.dirname(k) == rel_dir]:
+    if not os.path.exists(os.path.join(bundle_dir, os.path.basename(key))):
+        del m["models"][key]
+        print("dropped", key)
 with open(manifest_path, "w") as f:
     json.dump(m, f, indent=1)
     f.write("\n")

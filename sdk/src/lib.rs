@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! Frame (RGB8) → Mtcnn (boxes + 5 landmarks) → Aligner (224×224 or 160×160 crop)
-//!   → Embedder (faceres 1024-d or FaceNet 512-d, L2-normalised)
-//!   → head → classifier → verdict
+//!   → Embedder (faceres 1024-d or FaceNet 512-d, L2-normalised; plus, when the
+//!     bundle names them, intermediate activations pooled into multi-level
+//!     features in the same pass: see [`pooling`])
+//!   → head (optional) → classifier → verdict
 //! ```
 //!
 //! The SDK is a library: typed [`Error`]s, no global state, no printing, no

@@ -16,7 +16,7 @@ fn manifest_sha256_and_load() {
         "mtcnn_rnet.onnx",
         "mtcnn_onet.onnx",
         "facenet.onnx",
-        "default/head.onnx",
+        "efficientnet_lite0.onnx",
         "default/classifier.onnx",
     ] {
         assert!(models.contains_key(name), "manifest lacks {name}");

@@ -353,6 +353,40 @@ fn fit_with_bagged_classifiers() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// No research data needed: `fit` on pooled multi-level features
+/// (`models/base-faceres-ml`), with the triplet head and without one. The
+/// standardisation learnt on the training split travels inside the first
+/// shipped model (folded into the head, or in front of the classifier), so
+/// the SDK scores raw pooled features exactly as the trainer did, and the
+/// bundle scans.
+#[test]
+fn fit_on_multi_level_features_with_and_without_a_head() {
+    let dir = scratch("multi-level");
+    let data = image_dataset(&dir);
+    for head in ["triplet", "none"] {
+        let mut config = image_config(&format!("multi-level-{head}"), &data);
+        config["perception"] = "models/base-faceres-ml".into();
+        config["head"] = head.into();
+        let cfg = dir.join(format!("{head}.json"));
+        std::fs::write(&cfg, config.to_string()).unwrap();
+        let out = dir.join(head);
+        let r = fit_with(&cfg, &out, &dir.join("cache"), &[]);
+        assert!(r["sdk_max_abs_diff"].as_f64().unwrap() < 1e-4, "{r}");
+        let bundle = fakewatch_sdk::bundle::Bundle::load(&out).unwrap();
+        let m = bundle.manifest();
+        assert_eq!(m.backbone.features.as_ref().map(|f| f.dim), Some(2944));
+        assert_eq!(m.head.is_some(), head == "triplet", "{head}");
+        assert_eq!(out.join("head.onnx").exists(), head == "triplet");
+        let card = std::fs::read_to_string(out.join("MODEL_CARD.md")).unwrap();
+        assert!(card.contains("2944-d global-average-pooled"), "{card}");
+        let scanned = scan_json(&out, &root().join("tests/fixtures/t1.jpg"));
+        assert_eq!(scanned["faces"], 6);
+        let score = scanned["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{score}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// No research data needed: `fit` on still images made here (t1 and its
 /// mirror image), then `quantize --detector` on that bundle. The int8 bundle
 /// has QDQ MTCNN nets and a QDQ backbone a quarter of the size, references

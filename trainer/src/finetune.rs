@@ -39,6 +39,8 @@ pub const BACKBONE_FILE: &str = "backbone.onnx";
 pub const CHECKPOINT_FILE: &str = "checkpoint.onnx";
 /// Checkpoint state (step, classifier weights, losses).
 pub const CHECKPOINT_STATE: &str = "checkpoint.json";
+/// Validation AUC per checkpoint, plotted.
+pub const VALIDATION_PLOT: &str = "validation.png";
 /// Checkpoint of the optimiser's moments (safetensors).
 pub const CHECKPOINT_OPTIMIZER: &str = "checkpoint-adam.safetensors";
 /// Steps between progress log lines when no terminal shows the bar.
@@ -707,6 +709,7 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
             )?;
             adam.save(&a.out.join(CHECKPOINT_OPTIMIZER))?;
             std::fs::write(a.out.join(CHECKPOINT_STATE), serde_json::to_vec(&state)?)?;
+            plot_validation(&a.out.join(VALIDATION_PLOT), &cfg.name, &state.validation)?;
             let line = format!(
                 "step {}: validation AUC {}",
                 state.step,
@@ -848,6 +851,22 @@ fn validate(model: &Model, prep: &Prepare<'_>, val: &[FaceItem]) -> Result<Optio
         scores.extend(logit.to_vec1::<f32>()?.into_iter().map(f64::from));
     }
     Ok(metrics::roc_auc(&scores, &labels))
+}
+
+/// Validation AUC per checkpoint as a PNG (rewritten at each checkpoint, so
+/// a long run can be watched).
+fn plot_validation(path: &Path, name: &str, points: &[ValPoint]) -> Result<()> {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|p| p.auc.map(|a| (p.step as f64, a)))
+        .collect();
+    crate::plot::curves(
+        path,
+        &format!("{name}: validation AUC"),
+        ("step", "AUC"),
+        &[("validation AUC (val split, its own fakes)".into(), pts)],
+        (0.5, 0.8),
+    )
 }
 
 /// Runs the exported file with the SDK's backend on a few validation faces

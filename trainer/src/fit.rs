@@ -35,6 +35,18 @@ use crate::standardize::Standardizer;
 use crate::triplet::{self, Head, Mining, Rng, TripletConfig};
 use crate::{onnx, plot, tsne};
 
+/// What sits between the backbone and the classifier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// The paper's metric-learning head, trained with triplet mining.
+    #[default]
+    Triplet,
+    /// None: the classifier scores the backbone's vector (its pooled
+    /// features when it has them) directly.
+    None,
+}
+
 /// Which classifier goes into the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,7 +67,7 @@ impl ClassifierKind {
 }
 
 /// SGD logistic settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogisticConfig {
     /// Passes over the training set.
@@ -64,6 +76,26 @@ pub struct LogisticConfig {
     pub learning_rate: f32,
     /// L2 strength.
     pub l2: f32,
+    /// Candidate L2 strengths: when not empty, `fit` trains one classifier
+    /// per value on the training split, keeps the one with the best
+    /// validation AUC, and records it as `l2` in the bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub l2_grid: Vec<f32>,
+    /// How the weights are found: `sgd` (the paper's mini-batch SGD,
+    /// `epochs` and `learning_rate`) or `lbfgs` (full-batch, to the optimum).
+    #[serde(default)]
+    pub solver: LogisticSolver,
+}
+
+/// The logistic classifier's optimiser.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogisticSolver {
+    /// Seeded mini-batch SGD with a decaying rate.
+    #[default]
+    Sgd,
+    /// Full-batch L-BFGS to the regularised optimum.
+    Lbfgs,
 }
 
 impl Default for LogisticConfig {
@@ -72,6 +104,8 @@ impl Default for LogisticConfig {
             epochs: logistic::EPOCHS,
             learning_rate: logistic::LEARNING_RATE,
             l2: logistic::L2,
+            l2_grid: Vec::new(),
+            solver: LogisticSolver::Sgd,
         }
     }
 }
@@ -170,7 +204,10 @@ pub struct FitConfig {
     /// At most this many samples per split (seeded, whole groups); for quick runs.
     #[serde(default)]
     pub max_samples_per_split: Option<usize>,
-    /// Triplet head.
+    /// What sits between the backbone and the classifier.
+    #[serde(default)]
+    pub head: HeadKind,
+    /// Triplet head (used when `head` is `triplet`).
     #[serde(default)]
     pub triplet: TripletConfig,
     /// Classifier written into the bundle.
@@ -458,14 +495,19 @@ impl Classifier {
 
     fn fit(kind: ClassifierKind, x: &[Vec<f32>], y: &[bool], cfg: &FitConfig) -> Result<Self> {
         Ok(match kind {
-            ClassifierKind::Logistic => Self::Logistic(logistic::fit(
-                x,
-                y,
-                cfg.logistic.epochs,
-                cfg.logistic.learning_rate,
-                cfg.logistic.l2,
-                cfg.seed,
-            )?),
+            ClassifierKind::Logistic => Self::Logistic(match cfg.logistic.solver {
+                LogisticSolver::Sgd => logistic::fit(
+                    x,
+                    y,
+                    cfg.logistic.epochs,
+                    cfg.logistic.learning_rate,
+                    cfg.logistic.l2,
+                    cfg.seed,
+                )?,
+                LogisticSolver::Lbfgs => {
+                    logistic::fit_lbfgs(x, y, cfg.logistic.l2, logistic::LBFGS_MAX_ITER)?
+                }
+            }),
             ClassifierKind::RandomForest => Self::Forest(forest::fit(x, y, &cfg.forest)?),
         })
     }
@@ -527,6 +569,35 @@ fn per_video(scores: &[f64], rows: &Rows) -> (Vec<f64>, Vec<bool>) {
             (s / n as f64, y)
         })
         .unzip()
+}
+
+/// The L2 strength of `cfg.logistic.l2_grid` whose classifier, trained on
+/// `train`, has the best face-level AUC on `val` (ties: the stronger L2).
+fn select_l2(
+    cfg: &FitConfig,
+    train: (&[Vec<f32>], &[bool]),
+    val: (&[Vec<f32>], &Rows),
+) -> Result<f32> {
+    let mut best: Option<(f64, f32)> = None;
+    let mut grid = cfg.logistic.l2_grid.clone();
+    grid.sort_by(|a, b| b.total_cmp(a));
+    for l2 in grid {
+        ensure!(
+            l2.is_finite() && l2 >= 0.0,
+            "l2_grid values must be finite and >= 0"
+        );
+        let mut c = cfg.clone();
+        c.logistic.l2 = l2;
+        let clf = Classifier::fit_configured(ClassifierKind::Logistic, train.0, train.1, &c)?;
+        let auc = metrics::roc_auc(&clf.predict(val.0), &val.1.y).unwrap_or(0.5);
+        log::info!("logistic l2 {l2:e}: validation AUC {auc:.4}");
+        if best.is_none_or(|(a, _)| auc > a) {
+            best = Some((auc, l2));
+        }
+    }
+    let (auc, l2) = best.context("empty l2_grid")?;
+    log::info!("logistic l2 {l2:e} chosen (validation AUC {auc:.4})");
+    Ok(l2)
 }
 
 fn evaluate(
@@ -848,18 +919,33 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         }
     };
 
-    // 2. The bundle's model: triplet head + classifier.
-    let head = train_head(&train, &cfg.triplet)?;
+    // 2. The bundle's model: triplet head (or none) + classifier.
+    let head = match cfg.head {
+        HeadKind::Triplet => Some(train_head(&train, &cfg.triplet)?),
+        HeadKind::None => None,
+    };
+    let through_head = |x: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> {
+        match &head {
+            Some(h) => project(h, x),
+            None => Ok(x.to_vec()),
+        }
+    };
     let (htrain, hval, htest) = (
-        project(&head, &train.x)?,
-        project(&head, &val.x)?,
-        project(&head, &test.x)?,
+        through_head(&train.x)?,
+        through_head(&val.x)?,
+        through_head(&test.x)?,
     );
     let fixed = cfg.decision.threshold;
+    if cfg.classifier == ClassifierKind::Logistic && !cfg.logistic.l2_grid.is_empty() {
+        cfg.logistic.l2 = select_l2(&cfg, (&htrain, &train.y), (&hval, &val))?;
+    }
     let clf = Classifier::fit_configured(cfg.classifier, &htrain, &train.y, &cfg)?;
     let main_name = format!(
-        "triplet {} + {}{}",
-        mining_name(cfg.triplet.mining),
+        "{} + {}{}",
+        match cfg.head {
+            HeadKind::Triplet => format!("triplet {}", mining_name(cfg.triplet.mining)),
+            HeadKind::None => "frames only".to_string(),
+        },
         cfg.classifier.as_str(),
         match &clf {
             Classifier::Bagged(m, vote) => format!(" ({} bags, {})", m.len(), vote.label()),
@@ -870,7 +956,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         evaluate(&main_name, &clf, (&hval, &val), (&htest, &test), fixed)?;
     let robustness = match cfg.robustness_jpeg {
         Some(q) if recompressed.both_classes() => {
-            let hr = project(&head, &recompressed.x)?;
+            let hr = through_head(&recompressed.x)?;
             let name = format!("{main_name}, test re-compressed JPEG q{q}");
             let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hr, &recompressed), fixed)?;
             log::info!("{name}: AUC {:.3}", e.frame.auc);
@@ -885,7 +971,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     let self_blended = if !cfg.self_blended_test {
         None
     } else if blended_test.both_classes() {
-        let hb = project(&head, &blended_test.x)?;
+        let hb = through_head(&blended_test.x)?;
         let name = format!("{main_name}, test reals vs their self-blends");
         let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hb, &blended_test), fixed)?;
         log::info!("{name}: AUC {:.3}", e.frame.auc);
@@ -912,7 +998,8 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             table.push(e);
         }
         for mining in [Mining::Random, Mining::SemiHard, Mining::Hard] {
-            let (hx, hv, ht) = if mining == cfg.triplet.mining {
+            let main_head = head.is_some() && mining == cfg.triplet.mining;
+            let (hx, hv, ht) = if main_head {
                 (htrain.clone(), hval.clone(), htest.clone())
             } else {
                 let h = train_head(
@@ -930,14 +1017,14 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             };
             for kind in [ClassifierKind::Logistic, ClassifierKind::RandomForest] {
                 let name = format!("triplet {} + {}", mining_name(mining), kind.as_str());
-                let (e, s) = if mining == cfg.triplet.mining && kind == cfg.classifier {
+                let (e, s) = if main_head && kind == cfg.classifier {
                     (main_eval.clone(), main_scores.clone())
                 } else {
                     let c = Classifier::fit_configured(kind, &hx, &train.y, &cfg)?;
                     evaluate(&name, &c, (&hv, &val), (&ht, &test), fixed)?
                 };
                 log::info!("{name}: AUC {:.3}", e.frame.auc);
-                if kind == cfg.classifier && mining != cfg.triplet.mining {
+                if kind == cfg.classifier && !main_head {
                     roc_series.push((name.clone(), s));
                 }
                 table.push(e);
@@ -950,12 +1037,28 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     // 4. Export, then check tract reproduces the trainer through the SDK.
     let head_file = "head.onnx";
     let clf_file = "classifier.onnx";
-    let mut dense = head.to_dense()?;
-    if let (Some(s), Some(first)) = (&standardizer, dense.first_mut()) {
-        s.fold_into(first);
+    let mut clf_model = clf.onnx()?;
+    match &head {
+        Some(h) => {
+            let mut dense = h.to_dense()?;
+            if let (Some(s), Some(first)) = (&standardizer, dense.first_mut()) {
+                s.fold_into(first);
+            }
+            onnx::save(&onnx::head_model(&dense)?, &a.out.join(head_file))?;
+        }
+        None => {
+            // A previous run's head must not be mistaken for this bundle's.
+            let stale = a.out.join(head_file);
+            if stale.exists() {
+                std::fs::remove_file(&stale)
+                    .with_context(|| format!("removing {}", stale.display()))?;
+            }
+            if let Some(s) = &standardizer {
+                onnx::prepend_standardization(&mut clf_model, &s.mean, &s.inv_std)?;
+            }
+        }
     }
-    onnx::save(&onnx::head_model(&dense)?, &a.out.join(head_file))?;
-    onnx::save(&clf.onnx()?, &a.out.join(clf_file))?;
+    onnx::save(&clf_model, &a.out.join(clf_file))?;
     let manifest = write_manifest(
         &cfg,
         &base,
@@ -1023,13 +1126,15 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             &before,
             &labels,
         )?;
-        let after = tsne::embed(&pick(&htest), &t);
-        plot::scatter(
-            &a.out.join("tsne_head.png"),
-            "test faces: triplet head",
-            &after,
-            &labels,
-        )?;
+        if head.is_some() {
+            let after = tsne::embed(&pick(&htest), &t);
+            plot::scatter(
+                &a.out.join("tsne_head.png"),
+                "test faces: triplet head",
+                &after,
+                &labels,
+            )?;
+        }
     }
     let report = json!({
         "name": cfg.name,
@@ -1148,7 +1253,7 @@ fn write_manifest(
         detector,
         aligner: bm.aligner,
         backbone,
-        head: Some(HeadSpec {
+        head: (cfg.head == HeadKind::Triplet).then(|| HeadSpec {
             file: "head.onnx".into(),
             dim: head_dim,
         }),
@@ -1287,9 +1392,8 @@ Generated by `fakewatch-train fit` on {created}. Reproduce with\n\
 `bundle.json`'s `training` section; `models/build_*.sh` do this for the committed bundles).\n\n\
 ## Method\n\
 Kumar & Bhavsar 2020, *Detecting Deepfakes with Metric Learning*: MTCNN faces → frozen\n\
-backbone `{backbone}` ({dim}-d embedding of a {size}×{size} crop) → triplet head {layers:?}\n\
-trained with online {mining} mining, margin α = {margin}, batch {batch}, {steps} Adam steps →\n\
-{clf} classifier → per-track mean, per-video max. Decision threshold {thr:.4} = the\n\
+backbone `{backbone}` ({vector} of a {size}×{size} crop) → {stages}\n\
+→ per-track mean, per-video max. Decision threshold {thr:.4} = the\n\
 equal-error point on the validation split.\n\n\
 ## Data\n\
 `{path}` ({layout:?} layout), split by identity / source video, never per frame.\n\
@@ -1307,15 +1411,34 @@ Treat `fake` as a prompt for review, not proof.\n",
         name = m.name,
         created = m.created,
         backbone = m.backbone.file,
-        dim = m.backbone.dim,
+        vector = match &m.backbone.features {
+            Some(f) => format!(
+                "{}-d global-average-pooled activations of {} levels, standardised on the \
+                 training split",
+                f.dim,
+                f.pool.len()
+            ),
+            None => format!("{}-d embedding", m.backbone.dim),
+        },
         size = m.backbone.input[2],
         fakes = fakes,
-        layers = cfg.triplet.layers,
-        mining = mining_name(cfg.triplet.mining),
-        margin = cfg.triplet.margin,
-        batch = cfg.triplet.batch,
-        steps = cfg.triplet.steps,
-        clf = cfg.classifier.as_str(),
+        stages = match cfg.head {
+            HeadKind::Triplet => format!(
+                "triplet head {:?} trained with online {} mining, margin α = {}, batch {}, \
+                 {} Adam steps → {} classifier",
+                cfg.triplet.layers,
+                mining_name(cfg.triplet.mining),
+                cfg.triplet.margin,
+                cfg.triplet.batch,
+                cfg.triplet.steps,
+                cfg.classifier.as_str()
+            ),
+            HeadKind::None => format!(
+                "{} classifier on that vector (no triplet head: the paper's head is a \
+                 comparison row below)",
+                cfg.classifier.as_str()
+            ),
+        },
         thr = d.map_or(0.5, |d| d.threshold),
         path = cfg.dataset.path.display(),
         layout = cfg.dataset.layout,

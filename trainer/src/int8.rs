@@ -394,10 +394,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
     let src = Bundle::load(&a.bundle).with_context(|| format!("bundle {}", a.bundle.display()))?;
     let sm = src.manifest().clone();
-    let head = sm
-        .head
-        .clone()
-        .context("the bundle has no head: quantize a trained bundle")?;
+    // A frames-only bundle (`"head": "none"`) has no head to quantize.
+    let head = sm.head.clone();
     let classifier = sm
         .classifier
         .clone()
@@ -476,13 +474,16 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
         "backbone",
     )?;
     drop(faces);
-    let hq = quantize_file(
-        &src.resolve(&head.file)?,
-        &a.out.join("head.onnx"),
-        &embeddings,
-        &full,
-        "head",
-    )?;
+    let hq = match &head {
+        Some(h) => Some(quantize_file(
+            &src.resolve(&h.file)?,
+            &a.out.join("head.onnx"),
+            &embeddings,
+            &full,
+            "head",
+        )?),
+        None => None,
+    };
     let mut detector = serde_json::Map::new();
     let mut det_files: HashMap<&str, PathBuf> = HashMap::new();
     if a.detector {
@@ -526,9 +527,9 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
     m.detector.rnet = det("rnet", &sm.detector.rnet)?;
     m.detector.onet = det("onet", &sm.detector.onet)?;
     m.backbone.file = rel(&backbone_out)?;
-    m.head = Some(HeadSpec {
+    m.head = head.as_ref().map(|h| HeadSpec {
         file: "head.onnx".into(),
-        dim: head.dim,
+        dim: h.dim,
     });
     m.classifier = Some(fakewatch_sdk::bundle::ClassifierSpec {
         file: clf_file,

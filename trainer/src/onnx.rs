@@ -496,6 +496,47 @@ fn value_dims(v: &ValueInfoProto) -> Option<Vec<Option<usize>>> {
     )
 }
 
+/// Puts `(x − mean) · inv_std` in front of a model's only input, so a
+/// classifier trained on standardised features takes raw ones (the graph
+/// input keeps its name; the old input becomes an inner tensor).
+pub fn prepend_standardization(
+    model: &mut ModelProto,
+    mean: &[f32],
+    inv_std: &[f32],
+) -> Result<()> {
+    ensure!(mean.len() == inv_std.len(), "mean and scale lengths differ");
+    let g = model.graph.as_mut().context("model has no graph")?;
+    ensure!(g.input.len() == 1, "expected exactly one graph input");
+    let input = g.input[0].name.clone();
+    let inner = format!("{input}/standardised");
+    for n in &mut g.node {
+        for i in &mut n.input {
+            if *i == input {
+                *i = inner.clone();
+            }
+        }
+    }
+    let d = mean.len();
+    let (m, s, c) = (
+        format!("{input}/mean"),
+        format!("{input}/inv_std"),
+        format!("{input}/centred"),
+    );
+    g.initializer.push(tensor(&m, &[d], mean));
+    g.initializer.push(tensor(&s, &[d], inv_std));
+    let node = |op: &str, a: &str, b: &str, out: &str| NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: vec![a.into(), b.into()],
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let mut nodes = vec![node("Sub", &input, &m, &c), node("Mul", &c, &s, &inner)];
+    nodes.append(&mut g.node);
+    g.node = nodes;
+    Ok(())
+}
+
 /// Writes a model to `path`.
 pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
     std::fs::write(path, model.encode_to_vec())
@@ -657,6 +698,31 @@ mod tests {
         .is_err());
         assert_eq!(combine_bags(&[0.2, 0.7, 0.9], BagVote::MaxVote), 2.0 / 3.0);
         assert!((combine_bags(&[0.2, 0.7, 0.9], BagVote::Mean) - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn standardisation_in_front_of_a_classifier_equals_standardising_first() {
+        let w = [0.5f32, -1.5, 2.0];
+        let (mean, inv_std) = ([10.0f32, -2.0, 0.5], [0.1f32, 2.0, 1.0]);
+        let mut m = logistic_model(&w, 0.25).unwrap();
+        prepend_standardization(&mut m, &mean, &inv_std).unwrap();
+        let path = tmp("std-logistic.onnx");
+        save(&m, &path).unwrap();
+        let model = TractBackend.load(&path, ShapePolicy::Symbolic).unwrap();
+        let x = [12.0f32, -1.0, 3.0];
+        let got = model
+            .run(&Tensor::new(vec![1, 3], x.to_vec()).unwrap())
+            .unwrap()[0]
+            .data[0];
+        let z: f32 = x
+            .iter()
+            .zip(mean.iter().zip(&inv_std))
+            .zip(&w)
+            .map(|((x, (m, s)), w)| (x - m) * s * w)
+            .sum::<f32>()
+            + 0.25;
+        let want = 1.0 / (1.0 + (-z).exp());
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn axes_box(f: &mut Frame, ax: &Axes, xlabel: &str, ylabel: &str, ticks: bool) {
                 .into_styled(PrimitiveStyle::with_stroke(Rgb888::BLACK, 1))
                 .draw(&mut c);
             let _ = Text::with_alignment(
-                &format!("{x:.1}"),
+                &tick(x, ax.x1 - ax.x0),
                 px + Point::new(0, 16),
                 small,
                 Alignment::Center,
@@ -88,7 +88,7 @@ fn axes_box(f: &mut Frame, ax: &Axes, xlabel: &str, ylabel: &str, ticks: bool) {
                 .into_styled(PrimitiveStyle::with_stroke(Rgb888::BLACK, 1))
                 .draw(&mut c);
             let _ = Text::with_alignment(
-                &format!("{y:.1}"),
+                &tick(y, ax.y1 - ax.y0),
                 py - Point::new(8, -3),
                 small,
                 Alignment::Right,
@@ -105,6 +105,15 @@ fn axes_box(f: &mut Frame, ax: &Axes, xlabel: &str, ylabel: &str, ticks: bool) {
     )
     .draw(&mut c);
     let _ = Text::new(ylabel, Point::new(6, MARGIN - 12), label).draw(&mut c);
+}
+
+/// A tick label with as many decimals as the axis span needs.
+fn tick(v: f64, span: f64) -> String {
+    match span.abs() {
+        s if s >= 10.0 => format!("{v:.0}"),
+        s if s >= 1.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
 }
 
 fn legend(f: &mut Frame, entries: &[(String, Rgb888)]) {
@@ -127,18 +136,64 @@ fn save(f: &Frame, path: &Path) -> Result<()> {
 
 /// ROC curves: each series is a name and its `(fpr, tpr)` points.
 pub fn roc(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let mut f = frame(title)?;
     let ax = Axes {
         x0: 0.0,
         x1: 1.0,
         y0: 0.0,
         y1: 1.0,
     };
+    lines(
+        path,
+        title,
+        &ax,
+        ("false positive rate", "true positive rate"),
+        series,
+        true,
+    )
+}
+
+/// Curves over a shared x axis (for example validation AUC per training
+/// step): x spans the data, y spans `y` (widened to the data if it is out).
+pub fn curves(
+    path: &Path,
+    title: &str,
+    labels: (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+    y: (f64, f64),
+) -> Result<()> {
+    let pts = || series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1) = (f64::MAX, f64::MIN);
+    let (mut y0, mut y1) = y;
+    for &(x, v) in pts() {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(v);
+        y1 = y1.max(v);
+    }
+    if x0 > x1 {
+        (x0, x1) = (0.0, 1.0);
+    }
+    let ax = Axes { x0, x1, y0, y1 };
+    lines(path, title, &ax, labels, series, false)
+}
+
+fn lines(
+    path: &Path,
+    title: &str,
+    ax: &Axes,
+    (xlabel, ylabel): (&str, &str),
+    series: &[(String, Vec<(f64, f64)>)],
+    // ROC style: a chance diagonal and no point markers.
+    diagonal: bool,
+) -> Result<()> {
+    let mut f = frame(title)?;
     {
         let mut c = Canvas(&mut f);
-        let _ = Line::new(ax.to_px(0.0, 0.0), ax.to_px(1.0, 1.0))
-            .into_styled(PrimitiveStyle::with_stroke(Rgb888::new(180, 180, 180), 1))
-            .draw(&mut c);
+        if diagonal {
+            let _ = Line::new(ax.to_px(ax.x0, ax.y0), ax.to_px(ax.x1, ax.y1))
+                .into_styled(PrimitiveStyle::with_stroke(Rgb888::new(180, 180, 180), 1))
+                .draw(&mut c);
+        }
         for (i, (_, pts)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             for w in pts.windows(2) {
@@ -146,15 +201,14 @@ pub fn roc(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Re
                     .into_styled(PrimitiveStyle::with_stroke(color, 2))
                     .draw(&mut c);
             }
+            for p in pts.iter().filter(|_| !diagonal) {
+                let _ = Circle::with_center(ax.to_px(p.0, p.1), 5)
+                    .into_styled(PrimitiveStyle::with_fill(color))
+                    .draw(&mut c);
+            }
         }
     }
-    axes_box(
-        &mut f,
-        &ax,
-        "false positive rate",
-        "true positive rate",
-        true,
-    );
+    axes_box(&mut f, ax, xlabel, ylabel, true);
     let entries: Vec<_> = series
         .iter()
         .enumerate()
