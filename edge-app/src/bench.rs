@@ -284,9 +284,9 @@ fn measure_stages(
     for _ in 0..runs.max(1) {
         let start = Instant::now();
         let (f, timing) = p.analyze_timed(frame)?;
-        let embs: Vec<_> = f.iter().map(|x| x.embedding.clone()).collect();
+        let inputs: Vec<&[f32]> = f.iter().map(|x| x.scoring_input()).collect();
         let s0 = Instant::now();
-        scorer.score(&embs)?;
+        scorer.score(&inputs)?;
         score.push(s0.elapsed());
         totals.push(start.elapsed());
         t.push(timing);
@@ -520,8 +520,8 @@ fn fakewatch_faces(
     let mut out = Vec::new();
     for (k, f) in frames {
         let faces = p.analyze(&f)?;
-        let embs: Vec<_> = faces.iter().map(|x| x.embedding.clone()).collect();
-        let ps = scorer.score(&embs)?;
+        let inputs: Vec<&[f32]> = faces.iter().map(|x| x.scoring_input()).collect();
+        let ps = scorer.score(&inputs)?;
         out.push((
             k,
             faces

@@ -101,12 +101,6 @@ impl Embedding {
     }
 }
 
-impl AsRef<[f32]> for Embedding {
-    fn as_ref(&self) -> &[f32] {
-        &self.0
-    }
-}
-
 /// What the backbone gives for one face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackboneOutput {

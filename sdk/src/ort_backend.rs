@@ -353,6 +353,7 @@ impl OrtModel {
             // The same edit tract applies, on tract's parse of the file,
             // handed to onnxruntime as bytes.
             use prost::Message;
+            use tract_onnx::prelude::Framework;
             let mut proto = tract_onnx::onnx()
                 .proto_model_for_path(path)
                 .map_err(|e| err(format!("{e:#}")))?;

@@ -59,8 +59,9 @@ impl Scorer {
         })
     }
 
-    /// P(fake) of each scoring input (an [`crate::embed::Embedding`], or a face's pooled
-    /// features when the bundle's backbone has them), in order.
+    /// P(fake) of each scoring input, in order: a face's
+    /// [`crate::perception::Face::scoring_input`] (its pooled features when
+    /// the bundle's backbone has them, else its embedding's values).
     pub fn score<V: AsRef<[f32]>>(&self, inputs: &[V]) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(SCORE_BATCH) {

@@ -179,8 +179,12 @@ fn signed_bundles_keygen_sign_and_refusals() {
     let b = dir.join("models/signed");
     std::fs::create_dir_all(&b).unwrap();
     let src = root().join("models/default");
-    for f in ["head.onnx", "classifier.onnx"] {
-        std::fs::copy(src.join(f), b.join(f)).unwrap();
+    // The bundle's own model files (a head only where it has one).
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "onnx") {
+            std::fs::copy(&p, b.join(p.file_name().unwrap())).unwrap();
+        }
     }
     let manifest = std::fs::read_to_string(src.join("bundle.json")).unwrap();
     // Its "../*.onnx" paths resolve to links to the repository's models.
@@ -274,5 +278,8 @@ fn int8_bundle_scans_like_fp32() {
 }
 
 /// Largest accepted difference between the fp32 and int8 bundles' scores of
-/// `t1.jpg` (measured: see the test's output).
-const INT8_SCORE_TOL: f64 = 0.01;
+/// `t1.jpg` (measured: see the test's output). The multi-level default pools
+/// early activations, which 8-bit weights move more than the final
+/// descriptor: 0.9199 fp32 against 0.9508 int8 (|Δ| 0.031) on this project's
+/// 2-core x86; the 1024-d descriptor bundle was within 0.01.
+const INT8_SCORE_TOL: f64 = 0.05;

@@ -210,6 +210,7 @@ mod tests {
             score: 0.9,
             bbox: [1.0, 2.0, 3.0, 4.0],
             embedding: vec![0.6, 0.8],
+            features: Some(vec![1.5, 0.0, 2.5]),
         };
         {
             let mut c = EmbeddingCache::open(&dir, "k").unwrap();

@@ -1434,8 +1434,8 @@ Treat `fake` as a prompt for review, not proof.\n",
                 cfg.classifier.as_str()
             ),
             HeadKind::None => format!(
-                "{} classifier on that vector (no triplet head: the paper's head is a \
-                 comparison row below)",
+                "{} classifier on that vector (no triplet head; with \"compare\": true the \
+                 paper's head rows are listed below)",
                 cfg.classifier.as_str()
             ),
         },
