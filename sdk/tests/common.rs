@@ -94,8 +94,9 @@ pub fn ort_library() -> Option<PathBuf> {
 /// float sums differently. Measured with onnxruntime 1.23.2 on a 2-core x86
 /// (AVX2): boxes and landmarks within 1.3e-4 px, detection scores within
 /// 1.2e-7, embedding components within 2.7e-7, raw outputs of every model on
-/// a seeded input within 3.3e-7; the tolerances leave room for other CPUs'
-/// kernels.
+/// a seeded input within 3.3e-7 except EfficientNet-Lite0's (65 convolutions
+/// deep: 7.9e-6) and pooled multi-level features within 7.6e-6 (relative);
+/// the tolerances leave room for other CPUs' kernels.
 #[cfg(feature = "ort")]
 fn ort_cpu() -> Option<BackendCase> {
     use fakewatch_sdk::ort_backend::{OrtBackend, OrtOptions};
@@ -109,7 +110,7 @@ fn ort_cpu() -> Option<BackendCase> {
         backend: Arc::new(backend),
         box_tol: 0.01,
         score_tol: 1e-5,
-        value_tol: 1e-5,
+        value_tol: 3e-5,
         int8_value_tol: INT8_VALUE_TOL,
     })
 }
