@@ -39,7 +39,8 @@ typedef enum FwPixelFormat {
   FW_PIXEL_FORMAT_I420 = 7,
 } FwPixelFormat;
 
-// An open bundle with its current stream (opaque).
+// An open bundle with its current stream (opaque). The session holds the
+// detector.
 typedef struct FwDetector FwDetector;
 
 // One face of a frame.

@@ -101,23 +101,10 @@ pub struct FwVerdict {
     pub faces: u64,
 }
 
-/// An open bundle with its current stream (opaque).
+/// An open bundle with its current stream (opaque). The session holds the
+/// detector.
 pub struct FwDetector {
-    // `session` borrows `*detector`; it is declared first so it drops first,
-    // and `Drop` frees the detector after it.
-    session: Option<Session<'static>>,
-    detector: *mut DeepfakeDetector,
-}
-
-impl Drop for FwDetector {
-    fn drop(&mut self) {
-        self.session = None;
-        if !self.detector.is_null() {
-            // SAFETY: `detector` came from `Box::into_raw` in `fw_open` and
-            // nothing borrows it any more (the session is gone).
-            drop(unsafe { Box::from_raw(self.detector) });
-        }
-    }
+    session: Session,
 }
 
 thread_local! {
@@ -225,16 +212,12 @@ unsafe fn open(
     if bundle.manifest().classifier.is_none() {
         return Err(format!("bundle {dir} has no classifier"));
     }
-    let mut det =
-        DeepfakeDetector::from_bundle(&bundle, &TractBackend).map_err(|e| e.to_string())?;
-    det.perception_mut()
-        .set_threads(fakewatch_sdk::parallel::available_threads());
-    let detector = Box::into_raw(Box::new(det));
-    // SAFETY: `detector` lives until `FwDetector` drops, after the session.
-    let session = unsafe { &*detector }.live_session();
+    let det = DeepfakeDetector::builder(&bundle)
+        .threads(fakewatch_sdk::parallel::available_threads())
+        .build(&TractBackend)
+        .map_err(|e| e.to_string())?;
     Ok(Box::into_raw(Box::new(FwDetector {
-        session: Some(session),
-        detector,
+        session: det.live_session(),
     })))
 }
 
@@ -256,9 +239,7 @@ pub unsafe extern "C" fn fw_reset(detector: *mut FwDetector) -> i32 {
     guard(-1, || {
         // SAFETY: NULL or a pointer from `fw_open`.
         let d = unsafe { detector.as_mut() }.ok_or("detector is NULL")?;
-        d.session = None;
-        // SAFETY: as in `fw_open`.
-        d.session = Some(unsafe { &*d.detector }.live_session());
+        d.session.reset();
         Ok(0)
     })
 }
@@ -312,8 +293,7 @@ pub unsafe extern "C" fn fw_push_frame(
         let frame = FrameRef::new(bytes, width, height, stride, format)
             .map_err(|e| e.to_string())?
             .to_rgb();
-        let session = d.session.as_mut().ok_or("detector has no session")?;
-        let scored = session.process(&frame).map_err(|e| e.to_string())?;
+        let scored = d.session.process(&frame).map_err(|e| e.to_string())?;
         let out: &mut [FwFace] = if faces_cap == 0 {
             &mut []
         } else {
@@ -350,10 +330,9 @@ pub unsafe extern "C" fn fw_verdict(detector: *const FwDetector, out: *mut FwVer
         let d = unsafe { detector.as_ref() }.ok_or("detector is NULL")?;
         // SAFETY: NULL or a caller-owned `FwVerdict`.
         let out = unsafe { out.as_mut() }.ok_or("out is NULL")?;
-        let s = d.session.as_ref().ok_or("detector has no session")?;
+        let s = &d.session;
         let v = s.verdict();
-        // SAFETY: the detector outlives this call.
-        let threshold = unsafe { &*d.detector }.decision().threshold;
+        let threshold = s.detector().decision().threshold;
         *out = FwVerdict {
             label: match v.label {
                 Label::Real => FwLabel::Real,

@@ -1,6 +1,7 @@
 //! The C ABI's error paths through the Rust library (no model is loaded, so
 //! this also runs under qemu in `.ci/aarch64`, which checks that the C library
 //! cross-builds; the C example program is run by the `tests/` crate).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::ffi::CStr;
 

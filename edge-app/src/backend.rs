@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use clap::Args;
-use fakewatch_sdk::backend::{Backend, BackendSpec, TractBackend};
+use fakewatch_sdk::backend::{Backend, TractBackend};
+use fakewatch_sdk::runtime::BackendSpec;
 
 /// Backend options shared by every command.
 #[derive(Args, Debug, Clone, Default)]

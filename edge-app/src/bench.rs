@@ -772,15 +772,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let clip = work.join(format!("{name}.mp4"));
                 write_clip(canvas, frame.width(), a.clip_frames, a.fps, &clip)?;
                 if a.scan || a.reference {
-                    let mut det = fakewatch_sdk::DeepfakeDetector::from_bundle(
-                        &bundle,
-                        &*crate::backend::backend(),
-                    )?;
-                    det.perception_mut().set_threads(threads);
-                    let mut d = *det.decision();
-                    d.frames = a.scan_frames;
-                    d.window = a.scan_frames;
-                    det.set_decision(d);
+                    let mut d = bundle.decision();
+                    d.set_frames(a.scan_frames)?;
+                    let det = fakewatch_sdk::DeepfakeDetector::builder(&bundle)
+                        .threads(threads)
+                        .decision(d)
+                        .build(&*crate::backend::backend())?;
                     let input = clip.to_string_lossy().into_owned();
                     crate::scan::scan_one(&det, input.clone()); // warm-up
                     let mut secs = Vec::new();

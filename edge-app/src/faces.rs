@@ -37,9 +37,10 @@ pub struct FacesArgs {
     /// Smallest face side in pixels (default: the bundle's).
     #[arg(long)]
     min_face: Option<f32>,
-    /// ONet threshold (default: the bundle's).
+    /// Face detector (ONet) confidence threshold (default: the bundle's).
+    /// Not P(fake): `scan --threshold` is that.
     #[arg(long)]
-    threshold: Option<f32>,
+    detect_threshold: Option<f32>,
 }
 
 pub fn run(a: FacesArgs) -> Result<()> {
@@ -55,7 +56,7 @@ pub fn run(a: FacesArgs) -> Result<()> {
     if let Some(m) = a.min_face {
         cfg.min_face = m;
     }
-    if let Some(t) = a.threshold {
+    if let Some(t) = a.detect_threshold {
         cfg.thresholds[2] = t;
     }
     perception.set_detector_config(cfg)?;

@@ -7,6 +7,7 @@ use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 use fakewatch_sdk::draw::Canvas;
+use fakewatch_sdk::verdict::{describe, Unknown};
 use fakewatch_sdk::{BBox, Detection, Frame, Label};
 
 /// Line width that stays visible from 480p to 4K.
@@ -148,7 +149,7 @@ pub struct FaceMark {
     pub track: Option<u32>,
     /// The track's verdict.
     pub label: Label,
-    /// The track's score (mean over its window).
+    /// The track's score (its window mean; P(fake) when calibrated).
     pub score: Option<f32>,
 }
 
@@ -157,8 +158,12 @@ pub struct FaceMark {
 pub struct Banner {
     /// Stream verdict.
     pub label: Label,
-    /// Stream P(fake).
+    /// Stream score (P(fake) when calibrated).
     pub score: Option<f32>,
+    /// Why the stream verdict is unknown.
+    pub unknown: Option<Unknown>,
+    /// Whether scores are calibrated P(fake) (else raw classifier scores).
+    pub calibrated: bool,
     /// Figures line (fps, latency).
     pub figures: String,
     /// No analysis has finished yet (the verdict is not "no face" but "not yet").
@@ -175,16 +180,23 @@ pub fn draw_live(frame: &mut Frame, faces: &[FaceMark], banner: &Banner) {
         let color = label_color(f.label);
         let (x, y, h) = draw_box(&mut Canvas(frame), f.bbox, color, stroke);
         let id = f.track.map_or("-".to_string(), |t| t.to_string());
-        let score = f.score.map_or("-".to_string(), |s| format!("{s:.2}"));
-        let text = format!("#{id} {} {score}", f.label.as_str());
+        let text = format!(
+            "#{id} {}",
+            describe(f.label, f.score, None, banner.calibrated)
+        );
         let th = (20 + 4) * scale as i32;
         let ty = if y - th >= 0 { y - th } else { y + h as i32 };
         draw_text(frame, &text, x, ty, scale, black, color);
     }
-    let verdict = match banner.score {
-        Some(s) => format!("{} {s:.2}", banner.label.as_str().to_uppercase()),
-        None if banner.pending => "ANALYSING".to_string(),
-        None => "NO FACE".to_string(),
+    let verdict = if banner.pending {
+        "ANALYSING".to_string()
+    } else {
+        describe(
+            banner.label,
+            banner.score,
+            banner.unknown,
+            banner.calibrated,
+        )
     };
     let (_, bh) = draw_text(
         frame,
@@ -227,6 +239,8 @@ mod tests {
         let banner = Banner {
             label: Label::Fake,
             score: Some(0.97),
+            unknown: None,
+            calibrated: true,
             figures: "25.0 fps".into(),
             pending: false,
         };

@@ -3,9 +3,11 @@
 //! the scan goes on.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use fakewatch_sdk::verdict::{describe, Unknown};
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
 use serde::Serialize;
 
@@ -29,7 +31,8 @@ pub struct ScanArgs {
     /// Threads per frame (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    /// P(fake) threshold (default: the bundle's, chosen on validation data).
+    /// Decision threshold on the reported score, P(fake) for a calibrated
+    /// bundle (default: the bundle's; 0.5 when calibrated).
     #[arg(long)]
     threshold: Option<f32>,
 }
@@ -53,6 +56,9 @@ pub(crate) struct ScanResult {
     label: &'static str,
     tracks: Vec<TrackOut>,
     pub(crate) error: Option<String>,
+    /// The label and why it is unknown, for the text output.
+    #[serde(skip)]
+    verdict: (Label, Option<Unknown>),
 }
 
 impl ScanResult {
@@ -66,6 +72,7 @@ impl ScanResult {
             label: Label::Unknown.as_str(),
             tracks: Vec::new(),
             error: Some(format!("{e:#}")),
+            verdict: (Label::Unknown, Some(Unknown::Error)),
         }
     }
 }
@@ -73,25 +80,24 @@ impl ScanResult {
 pub fn run(a: ScanArgs) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = crate::load_bundle(&dir)?;
-    let mut detector = DeepfakeDetector::from_bundle(&bundle, &*crate::backend::backend())
-        .with_context(|| format!("bundle {}", dir.display()))?;
-    crate::release_free_memory();
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
     anyhow::ensure!(threads > 0, "--threads must be at least 1");
-    detector.perception_mut().set_threads(threads);
-    let mut decision = *detector.decision();
+    let mut decision = bundle.decision();
     if let Some(t) = a.threshold {
-        anyhow::ensure!((0.0..=1.0).contains(&t), "--threshold must be in [0, 1]");
-        decision.threshold = t;
+        decision.set_threshold(t).context("--threshold")?;
     }
     if let Some(n) = a.frames {
-        anyhow::ensure!(n > 0, "--frames must be at least 1");
-        decision.frames = n;
-        decision.window = n;
+        decision.set_frames(n).context("--frames")?;
     }
-    detector.set_decision(decision);
+    let detector = DeepfakeDetector::builder(&bundle)
+        .threads(threads)
+        .decision(decision)
+        .build(&*crate::backend::backend())
+        .with_context(|| format!("bundle {}", dir.display()))?;
+    crate::release_free_memory();
+    let calibrated = decision.is_calibrated();
     let mut failures = 0usize;
     for input in expand_inputs(&a.inputs) {
         let r = match input {
@@ -102,7 +108,7 @@ pub fn run(a: ScanArgs) -> Result<()> {
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
-            print_human(&r);
+            print_human(&r, calibrated);
         }
     }
     if failures > 0 {
@@ -112,7 +118,7 @@ pub fn run(a: ScanArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn scan_one(detector: &DeepfakeDetector, input: String) -> ScanResult {
+pub(crate) fn scan_one(detector: &Arc<DeepfakeDetector>, input: String) -> ScanResult {
     let image = is_image(&input);
     let kind = if image { "image" } else { "video" };
     let mut session = detector.session();
@@ -144,30 +150,27 @@ pub(crate) fn scan_one(detector: &DeepfakeDetector, input: String) -> ScanResult
             })
             .collect(),
         error: None,
+        verdict: (v.label, v.unknown),
     }
 }
 
-fn print_human(r: &ScanResult) {
-    match (&r.error, r.score) {
-        (Some(e), _) => println!("error    {}  ({e})", r.input),
-        (None, Some(s)) => println!(
-            "{:<8} {s:.3}  {}  ({} frames, {} faces, {} tracks)",
-            r.label,
+fn print_human(r: &ScanResult, calibrated: bool) {
+    match &r.error {
+        Some(e) => println!("{:<24} {}  ({e})", "UNKNOWN  error", r.input),
+        None => println!(
+            "{:<24} {}  ({} frames, {} faces, {} tracks)",
+            describe(r.verdict.0, r.score, r.verdict.1, calibrated),
             r.input,
             r.frames,
             r.faces,
             r.tracks.len()
-        ),
-        (None, None) => println!(
-            "{:<8} -      {}  ({} frames, no face)",
-            r.label, r.input, r.frames
         ),
     }
 }
 
 /// Decodes the sampled frames one at a time straight into the session.
 #[cfg(feature = "gst")]
-fn scan_video(input: &str, n: usize, session: &mut Session<'_>) -> Result<()> {
+fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<()> {
     use fakewatch_sdk::sampling::Sampling;
     fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |_, f| {
         session.process(&f).map(drop)
@@ -178,7 +181,7 @@ fn scan_video(input: &str, n: usize, session: &mut Session<'_>) -> Result<()> {
 
 /// Without GStreamer, Motion-JPEG AVI is read in pure Rust.
 #[cfg(not(feature = "gst"))]
-fn scan_video(input: &str, n: usize, session: &mut Session<'_>) -> Result<()> {
+fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<()> {
     use fakewatch_sdk::sampling::Sampling;
     if !input.to_ascii_lowercase().ends_with(".avi") {
         anyhow::bail!(

@@ -4,6 +4,8 @@
 //! `cargo bench -p fakewatch-sdk --bench stages` (add `-- detect` to filter).
 //! End-to-end figures, FLOP floors and the reference comparison are
 //! `fakewatch bench` (see bench/README.md).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // benches: a panic is a failure
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fakewatch_sdk::backend::{Backend, ShapePolicy, Tensor, TractBackend};

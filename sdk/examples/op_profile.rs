@@ -6,6 +6,8 @@
 //! With `VIA_TYPED=1` the plan is made from the symbolic typed model with the
 //! input fact set afterwards, which is what `TractModel` used to do (FaceNet
 //! at batch 1: 124 ms that way, 63 ms planned from the parsed file).
+// A developer's profiling aid: a bad argument ends it with its message.
+#![allow(clippy::expect_used)]
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

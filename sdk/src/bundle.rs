@@ -13,6 +13,7 @@ use crate::align::AlignerConfig;
 use crate::embed::BackboneConfig;
 use crate::error::{Error, Result};
 use crate::mtcnn::{MtcnnConfig, DEFAULT_FACTOR};
+use crate::verdict::{Decision, DecisionSpec};
 
 /// The only bundle format this SDK reads.
 pub const BUNDLE_FORMAT: u32 = 1;
@@ -76,18 +77,6 @@ pub struct ClassifierSpec {
     pub file: String,
     /// `logistic` or `random_forest`.
     pub kind: String,
-}
-
-/// The decision section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecisionSpec {
-    /// P(fake) at or above which a track or video is called fake.
-    pub threshold: f32,
-    /// How frame scores are combined (`track_mean_then_max`).
-    pub aggregation: String,
-    /// Frames sampled per video by default.
-    pub frames: usize,
 }
 
 /// The parsed `bundle.json`.
@@ -338,14 +327,7 @@ impl Bundle {
             }
         }
         if let Some(d) = &m.decision {
-            if !(0.0..=1.0).contains(&d.threshold) || d.frames == 0 {
-                return Err(bad(
-                    "decision threshold must be in [0, 1] and frames > 0".into()
-                ));
-            }
-            d.aggregation
-                .parse::<crate::score::Aggregation>()
-                .map_err(|e| bad(e.to_string()))?;
+            d.validate().map_err(|e| bad(format!("decision: {e}")))?;
         }
         for (name, want) in &m.files {
             let p = self.resolve(name)?;
@@ -397,5 +379,10 @@ impl Bundle {
     /// The manifest.
     pub fn manifest(&self) -> &BundleManifest {
         &self.manifest
+    }
+
+    /// The bundle's decision rule (defaults where it states none).
+    pub fn decision(&self) -> Decision {
+        Decision::from_spec(self.manifest.decision.as_ref())
     }
 }

@@ -4,7 +4,9 @@
 //! ```no_run
 //! use fakewatch_sdk::{backend::TractBackend, bundle::Bundle, DeepfakeDetector, Frame};
 //! let bundle = Bundle::load("models/default")?;
-//! let detector = DeepfakeDetector::from_bundle(&bundle, &TractBackend)?;
+//! let detector = DeepfakeDetector::builder(&bundle)
+//!     .threads(2)
+//!     .build(&TractBackend)?;
 //! let mut session = detector.session();
 //! session.process(&Frame::load("frame.jpg")?)?;
 //! println!("{:?}", session.verdict());
@@ -16,8 +18,10 @@ use crate::bundle::Bundle;
 use crate::error::Result;
 use crate::frame::Frame;
 use crate::perception::{Face, Perception, PerceptionTimings};
-use crate::score::{Aggregator, Decision, Scorer, Verdict};
+use crate::score::Scorer;
 use crate::track::{Tracker, TrackerConfig};
+use crate::verdict::{Aggregator, Decision, LabelChange, Verdict, VerdictStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A face with its track and P(fake).
@@ -41,18 +45,25 @@ pub struct DeepfakeDetector {
 }
 
 impl DeepfakeDetector {
-    /// Loads every model of a bundle that has a classifier.
-    pub fn from_bundle(bundle: &Bundle, backend: &dyn Backend) -> Result<Self> {
-        Self::from_parts(
-            Perception::from_bundle(bundle, backend)?,
-            Scorer::from_bundle(bundle, backend)?,
-            Decision::from_bundle(bundle)?,
-        )
+    /// Loads every model of a bundle that has a classifier, with the
+    /// bundle's decision and default settings (see [`Self::builder`]).
+    pub fn from_bundle(bundle: &Bundle, backend: &dyn Backend) -> Result<Arc<Self>> {
+        Self::builder(bundle).build(backend)
+    }
+
+    /// A detector of `bundle` with settings changed from the bundle's.
+    pub fn builder(bundle: &Bundle) -> DetectorBuilder<'_> {
+        DetectorBuilder {
+            bundle,
+            decision: bundle.decision(),
+            threads: None,
+            tracker: TrackerConfig::default(),
+        }
     }
 
     /// Assembles a detector from loaded parts.
-    pub fn from_parts(perception: Perception, scorer: Scorer, decision: Decision) -> Result<Self> {
-        Ok(Self {
+    pub fn from_parts(perception: Perception, scorer: Scorer, decision: Decision) -> Arc<Self> {
+        Arc::new(Self {
             perception,
             scorer,
             decision,
@@ -65,39 +76,28 @@ impl DeepfakeDetector {
         &self.perception
     }
 
-    /// The perception path, for changing detector settings.
-    pub fn perception_mut(&mut self) -> &mut Perception {
-        &mut self.perception
-    }
-
     /// The decision parameters.
     pub fn decision(&self) -> &Decision {
         &self.decision
     }
 
-    /// Replaces the decision parameters.
-    pub fn set_decision(&mut self, decision: Decision) {
-        self.decision = decision;
-    }
-
-    /// Replaces the tracker parameters of new sessions.
-    pub fn set_tracker_config(&mut self, config: TrackerConfig) {
-        self.tracker = config;
-    }
-
-    /// P(fake) of each face.
+    /// Classifier output of each face (the raw score the verdict module
+    /// aggregates and calibrates).
     pub fn score_faces(&self, faces: &[Face]) -> Result<Vec<f32>> {
         let e: Vec<&[f32]> = faces.iter().map(Face::scoring_input).collect();
         self.scorer.score(&e)
     }
 
     /// A new video: fresh tracks and scores. Tracks that end keep their
-    /// scores in the verdict (a video's verdict covers every face seen).
-    pub fn session(&self) -> Session<'_> {
+    /// scores in the verdict (a video's verdict covers every face seen). The
+    /// session holds the detector, so it may move to another thread or
+    /// outlive the caller's handle.
+    pub fn session(self: &Arc<Self>) -> Session {
         Session {
-            detector: self,
+            detector: Arc::clone(self),
             tracker: Tracker::new(self.tracker),
             aggregator: Aggregator::new(self.decision),
+            stream: VerdictStream::new(),
             frames: 0,
             faces: 0,
             live: false,
@@ -106,11 +106,57 @@ impl DeepfakeDetector {
 
     /// A new live stream: as [`Self::session`], but a track that ends is
     /// forgotten, so the verdict describes the faces on screen now.
-    pub fn live_session(&self) -> Session<'_> {
+    pub fn live_session(self: &Arc<Self>) -> Session {
         Session {
             live: true,
             ..self.session()
         }
+    }
+}
+
+/// Settings of a [`DeepfakeDetector`] that differ from its bundle's.
+#[derive(Debug, Clone)]
+pub struct DetectorBuilder<'a> {
+    bundle: &'a Bundle,
+    decision: Decision,
+    threads: Option<usize>,
+    tracker: TrackerConfig,
+}
+
+impl DetectorBuilder<'_> {
+    /// The decision (default: the bundle's; change one with
+    /// [`Decision::set_threshold`] and friends).
+    pub fn decision(mut self, decision: Decision) -> Self {
+        self.decision = decision;
+        self
+    }
+
+    /// Threads each frame's detection and embedding spread over (default:
+    /// the perception's own default).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Tracker parameters of the detector's sessions.
+    pub fn tracker(mut self, config: TrackerConfig) -> Self {
+        self.tracker = config;
+        self
+    }
+
+    /// Loads the bundle's models on `backend`. A bundle without a
+    /// classifier is an [`crate::Error::Bundle`].
+    pub fn build(self, backend: &dyn Backend) -> Result<Arc<DeepfakeDetector>> {
+        let mut perception = Perception::from_bundle(self.bundle, backend)?;
+        if let Some(n) = self.threads {
+            perception.set_threads(n);
+        }
+        Ok(Arc::new(DeepfakeDetector {
+            perception,
+            scorer: Scorer::from_bundle(self.bundle, backend)?,
+            decision: self.decision,
+            tracker: self.tracker,
+        }))
     }
 }
 
@@ -138,16 +184,30 @@ pub struct StepTimings {
 
 /// The state of one video or stream.
 #[derive(Debug)]
-pub struct Session<'a> {
-    detector: &'a DeepfakeDetector,
+pub struct Session {
+    detector: Arc<DeepfakeDetector>,
     tracker: Tracker,
     aggregator: Aggregator,
+    stream: VerdictStream,
     frames: usize,
     faces: usize,
     live: bool,
 }
 
-impl Session<'_> {
+impl Session {
+    /// The detector this session runs.
+    pub fn detector(&self) -> &DeepfakeDetector {
+        &self.detector
+    }
+
+    /// Starts over: forgets tracks, scores and labels (same detector, same
+    /// kind of session).
+    pub fn reset(&mut self) {
+        let live = self.live;
+        *self = self.detector.session();
+        self.live = live;
+    }
+
     /// Detects, embeds, tracks and scores the faces of the next frame.
     pub fn process(&mut self, frame: &Frame) -> Result<Vec<ScoredFace>> {
         Ok(self.step(frame)?.faces)
@@ -212,8 +272,18 @@ impl Session<'_> {
         self.faces
     }
 
-    /// The verdict so far.
+    /// The verdict so far, labelled under the plain threshold (a file's
+    /// verdict).
     pub fn verdict(&self) -> Verdict {
         self.aggregator.verdict()
+    }
+
+    /// The verdict of a stream at stream time `at`: labels held under the
+    /// decision's hysteresis, with the label changes since the last call
+    /// (see [`VerdictStream::update`]).
+    pub fn stream_verdict(&mut self, at: Duration) -> (Verdict, Vec<LabelChange>) {
+        let mut v = self.aggregator.verdict();
+        let changes = self.stream.update(self.aggregator.decision(), &mut v, at);
+        (v, changes)
     }
 }

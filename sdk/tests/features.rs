@@ -1,6 +1,7 @@
 //! Multi-level pooled features (`backbone.features`): computed in the same
 //! pass as the embedding, equal across backends, and consistent with the
 //! embedding where the two overlap.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

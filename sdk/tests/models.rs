@@ -1,4 +1,5 @@
 //! Model files: each one matches the manifest's sha256 and loads in every backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

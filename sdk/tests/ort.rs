@@ -2,6 +2,7 @@
 //! and an unavailable execution provider are errors or a logged fallback,
 //! never a panic. Its numbers are checked against tract by the shared
 //! backend suite (`models.rs`, `perception.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 #![cfg(feature = "ort")]
 
 mod common;

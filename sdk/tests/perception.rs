@@ -1,5 +1,6 @@
 //! The perception path on real models: detection facts on insightface's t1.jpg
 //! and embedding invariances.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

@@ -358,7 +358,8 @@ fn fit_with_bagged_classifiers() {
 /// standardisation learnt on the training split travels inside the first
 /// shipped model (folded into the head, or in front of the classifier), so
 /// the SDK scores raw pooled features exactly as the trainer did, and the
-/// bundle scans.
+/// bundle scans. The bundle's decision replays the trainer's validation
+/// metrics through the SDK.
 #[test]
 fn fit_on_multi_level_features_with_and_without_a_head() {
     let dir = scratch("multi-level");
@@ -372,7 +373,20 @@ fn fit_on_multi_level_features_with_and_without_a_head() {
         let out = dir.join(head);
         let r = fit_with(&cfg, &out, &dir.join("cache"), &[]);
         assert!(r["sdk_max_abs_diff"].as_f64().unwrap() < 1e-4, "{r}");
+        // The bundle's decision, read back and replayed by the SDK on the
+        // validation videos, gives the trainer's validation metrics.
+        let replay = &r["sdk_validation_replay"];
+        let f = |k: &str| replay[k].as_f64().unwrap();
+        assert!((f("auc") - f("trainer_auc")).abs() < 1e-3, "{replay}");
+        assert!((f("acc") - f("trainer_acc")).abs() < 1e-9, "{replay}");
         let bundle = fakewatch_sdk::bundle::Bundle::load(&out).unwrap();
+        let decision = bundle.decision();
+        assert_eq!(f64::from(decision.threshold), f("threshold"), "{replay}");
+        assert_eq!(
+            decision.is_calibrated(),
+            !r["bundle"]["calibration"].is_null(),
+            "{r}"
+        );
         let m = bundle.manifest();
         assert_eq!(m.backbone.features.as_ref().map(|f| f.dim), Some(2944));
         assert_eq!(m.head.is_some(), head == "triplet", "{head}");

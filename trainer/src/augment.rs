@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use fakewatch_sdk::Frame;
 use serde::{Deserialize, Serialize};
 
-use crate::triplet::Rng;
+use crate::rng::Rng;
 
 /// An RGB image with `f32` samples in `0..=255`, interleaved, no padding.
 #[derive(Debug, Clone, PartialEq)]

@@ -379,7 +379,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn seeded(n: usize, seed: u64) -> Vec<f32> {
-        let mut r = crate::triplet::Rng::new(seed);
+        let mut r = crate::rng::Rng::new(seed);
         (0..n).map(|_| r.uniform() * 2.0 - 1.0).collect()
     }
 

@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::augment::AugmentConfig;
 use crate::cache::{file_key, CachedFace, EmbeddingCache};
+use crate::rng::Rng;
 use crate::sbi::{self, SelfBlendConfig};
-use crate::triplet::Rng;
 
 /// One input to extract.
 #[derive(Debug, Clone)]

@@ -30,8 +30,9 @@ use crate::dataset::{self, DatasetSpec, Sample, Split};
 use crate::fit::{relative, subsample, FakeSource};
 use crate::graph::TrainableGraph;
 use crate::metrics;
+use crate::rng::Rng;
 use crate::sbi::{self, SelfBlendConfig};
-use crate::triplet::{self, Mining, Rng};
+use crate::triplet::{self, Mining};
 
 /// File name of the tuned backbone inside the output directory.
 pub const BACKBONE_FILE: &str = "backbone.onnx";

@@ -2,8 +2,9 @@
 //! dataset to a deployable bundle, in one seeded command.
 //!
 //! dataset → (cached) MTCNN + aligner + backbone → triplet head (semi-hard)
-//! → classifier → threshold on validation → metrics on test → ONNX export
-//! checked in tract → `bundle.json`, report, plots and model card.
+//! → classifier → calibration and threshold on validation (replaying the
+//! SDK's aggregation per video) → metrics on test → ONNX export checked in
+//! tract → `bundle.json`, report, plots and model card.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -11,11 +12,12 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use fakewatch_sdk::backend::{Backend, TractBackend};
-use fakewatch_sdk::bundle::{
-    sha256_file, Bundle, BundleManifest, ClassifierSpec, DecisionSpec, HeadSpec,
-};
+use fakewatch_sdk::bundle::{sha256_file, Bundle, BundleManifest, ClassifierSpec, HeadSpec};
 use fakewatch_sdk::sampling::Sampling;
 use fakewatch_sdk::score::Scorer;
+use fakewatch_sdk::verdict::{
+    Aggregation, Calibration, Decision, DecisionSpec, Hysteresis, Verdict, DEFAULT_FRAMES,
+};
 use fakewatch_sdk::Perception;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ use serde_json::json;
 
 use crate::augment::AugmentConfig;
 use crate::cache::{self, EmbeddingCache};
+use crate::calibrate::{self, ReliabilityBin, ECE_BINS};
 use crate::dataset::{self, DatasetSpec, Split};
 use crate::extract::{self, Job, Outcome, Transform};
 use crate::forest::{self, Forest, ForestConfig};
@@ -30,9 +33,10 @@ use crate::identity::{self, PseudoIdentityConfig};
 use crate::logistic::{self, Logistic};
 use crate::metrics::{self, Report};
 use crate::onnx::BagVote;
+use crate::rng::Rng;
 use crate::sbi::SelfBlendConfig;
 use crate::standardize::Standardizer;
-use crate::triplet::{self, Head, Mining, Rng, TripletConfig};
+use crate::triplet::{self, Head, Mining, TripletConfig};
 use crate::{onnx, plot, tsne};
 
 /// What sits between the backbone and the classifier.
@@ -166,25 +170,65 @@ pub fn balanced_bags(y: &[bool], bags: usize, seed: u64) -> Result<Vec<Vec<usize
         .collect())
 }
 
+/// How the aggregated score becomes P(fake).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationKind {
+    /// Platt scaling fitted on the validation videos; the threshold is 0.5.
+    #[default]
+    Platt,
+    /// None: the raw score, thresholded at its validation EER point.
+    None,
+}
+
+/// Live-mode hysteresis written into bundles unless configured otherwise:
+/// the label changes only 0.1 beyond the threshold and is held 5 s
+/// (`bench/flips.py` measures what it does to real talking heads).
+pub const DEFAULT_HYSTERESIS: Hysteresis = Hysteresis {
+    margin: 0.1,
+    min_dwell_s: 5.0,
+};
+
 /// The bundle's decision settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionConfig {
-    /// Aggregation written into the bundle.
-    pub aggregation: String,
+    /// Aggregation written into the bundle (and replayed on validation).
+    pub aggregation: Aggregation,
     /// Frames sampled per video at inference.
     pub frames: usize,
-    /// Fixed threshold; `None`: the EER threshold on the validation split.
+    /// Fixed threshold on the reported score; `None`: 0.5 when calibrated,
+    /// else the EER point on the validation videos.
     pub threshold: Option<f32>,
+    /// Calibration of the aggregated score.
+    pub calibration: CalibrationKind,
+    /// Live-mode label stability (`None`: labels follow the threshold).
+    pub hysteresis: Option<Hysteresis>,
 }
 
 impl Default for DecisionConfig {
     fn default() -> Self {
         Self {
-            aggregation: "track_mean_then_max".into(),
-            frames: fakewatch_sdk::score::DEFAULT_FRAMES,
+            aggregation: Aggregation::default(),
+            frames: DEFAULT_FRAMES,
             threshold: None,
+            calibration: CalibrationKind::default(),
+            hysteresis: Some(DEFAULT_HYSTERESIS),
         }
+    }
+}
+
+impl DecisionConfig {
+    /// The SDK decision this configuration ships, before calibration and
+    /// threshold are chosen: what the validation replay aggregates with.
+    fn uncalibrated(&self) -> Decision {
+        Decision::from_spec(Some(&DecisionSpec {
+            threshold: fakewatch_sdk::verdict::DEFAULT_THRESHOLD,
+            aggregation: self.aggregation,
+            frames: self.frames,
+            calibration: None,
+            hysteresis: self.hysteresis,
+        }))
     }
 }
 
@@ -299,7 +343,7 @@ fn default_share() -> f64 {
 }
 
 fn default_sampling() -> Sampling {
-    Sampling::Even(fakewatch_sdk::score::DEFAULT_FRAMES)
+    Sampling::Even(DEFAULT_FRAMES)
 }
 fn default_classifier() -> ClassifierKind {
     ClassifierKind::Logistic
@@ -537,38 +581,146 @@ impl Classifier {
 }
 
 /// Frame- and video-level metrics of one model on the test split, with the
-/// threshold chosen on validation.
+/// calibration and threshold chosen on validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     /// Row name in the tables.
     pub name: String,
-    /// Threshold (EER point on validation, video level).
+    /// Threshold on the reported score (0.5 on P(fake) when calibrated, else
+    /// the EER point of the validation videos).
     pub threshold: f64,
-    /// Per face.
+    /// Aggregated score → P(fake), fitted on the validation videos (`None`:
+    /// not configured, or the scores could not be calibrated).
+    pub calibration: Option<Calibration>,
+    /// The shipped decision replayed on the validation videos through the
+    /// SDK's aggregation (what `scan` does with each video).
+    pub validation: Report,
+    /// Per face (the face's score through the calibration).
     pub frame: Report,
-    /// Per video (mean of its frames), `None` when each video has one face.
+    /// Per video (the SDK's aggregation of its faces), `None` when each
+    /// video has one face.
     pub video: Option<Report>,
+    /// Expected calibration error on the test videos, before and after.
+    pub calibration_error: CalibrationError,
 }
 
-/// Mean score per video, in first-seen order, with the video's label.
-fn per_video(scores: &[f64], rows: &Rows) -> (Vec<f64>, Vec<bool>) {
+/// Expected calibration error ([`ECE_BINS`] bins) of the test videos'
+/// scores, with the reliability bins behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationError {
+    /// Bins of the ECE.
+    pub bins: usize,
+    /// ECE of the raw aggregated score read as a probability.
+    pub before: f64,
+    /// ECE of the reported score (the same as `before` when uncalibrated).
+    pub after: f64,
+    /// Reliability bins of the raw score.
+    pub reliability_before: Vec<ReliabilityBin>,
+    /// Reliability bins of the reported score.
+    pub reliability_after: Vec<ReliabilityBin>,
+}
+
+/// Replays `decision` on each video of `rows` as `scan` would see it: its
+/// faces (one track: a training video has one face per frame), aggregated
+/// by the SDK. One verdict per video, in first-seen order, with the label.
+fn replay(decision: &Decision, scores: &[f64], rows: &Rows) -> (Vec<Verdict>, Vec<bool>) {
     let mut order: Vec<&str> = Vec::new();
-    let mut acc: BTreeMap<&str, (f64, usize, bool)> = BTreeMap::new();
-    for ((s, v), &y) in scores.iter().zip(&rows.video).zip(&rows.y) {
-        let e = acc.entry(v).or_insert_with(|| {
-            order.push(v);
-            (0.0, 0, y)
-        });
-        e.0 += s;
-        e.1 += 1;
+    let mut faces: BTreeMap<&str, (Vec<f32>, bool)> = BTreeMap::new();
+    for ((&s, v), &y) in scores.iter().zip(&rows.video).zip(&rows.y) {
+        faces
+            .entry(v)
+            .or_insert_with(|| {
+                order.push(v);
+                (Vec::new(), y)
+            })
+            .0
+            .push(s as f32);
     }
     order
         .iter()
+        .filter_map(|v| faces.get(v))
+        .map(|(s, y)| (decision.replay_track(s.iter().copied()), *y))
+        .unzip()
+}
+
+/// The reported and raw scores of replayed verdicts (a video always has a
+/// face, so both exist).
+fn scores_of(verdicts: &[Verdict]) -> (Vec<f64>, Vec<f64>) {
+    verdicts
+        .iter()
         .map(|v| {
-            let (s, n, y) = acc[v];
-            (s / n as f64, y)
+            (
+                f64::from(v.score.unwrap_or(f32::NAN)),
+                f64::from(v.raw.unwrap_or(f32::NAN)),
+            )
         })
         .unzip()
+}
+
+/// The validation videos a decision is chosen on: the dataset's own, without
+/// the self-blended fakes added for training (they would shift the share of
+/// fakes, and P(fake) with it, away from what the dataset's videos have),
+/// unless the dataset's own lack a class. Returns their scores and rows
+/// (without features: a replay needs labels and videos only).
+fn decision_rows(vs: &[f64], val: &Rows) -> (Vec<f64>, Rows) {
+    let own = |v: &String| !v.ends_with(SELF_BLENDED);
+    let mut rows = Rows::default();
+    let mut scores = Vec::new();
+    for ((&s, v), &y) in vs.iter().zip(&val.video).zip(&val.y) {
+        if own(v) {
+            scores.push(s);
+            rows.video.push(v.clone());
+            rows.y.push(y);
+        }
+    }
+    if rows.both_classes() {
+        (scores, rows)
+    } else {
+        let all = Rows {
+            x: Vec::new(),
+            y: val.y.clone(),
+            video: val.video.clone(),
+        };
+        (vs.to_vec(), all)
+    }
+}
+
+/// Calibration and threshold of `decision` chosen on the validation
+/// scores `vs` of `val` (pass them through [`decision_rows`]): the shipped
+/// decision.
+fn choose_decision(cfg: &DecisionConfig, vs: &[f64], val: &Rows) -> Result<Decision> {
+    let mut d = cfg.uncalibrated();
+    let (verdicts, vy) = replay(&d, vs, val);
+    let (_, raw) = scores_of(&verdicts);
+    d.calibration = match cfg.calibration {
+        CalibrationKind::None => None,
+        CalibrationKind::Platt => match calibrate::fit_platt(&raw, &vy) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!("{e:#}: the bundle reports raw scores");
+                None
+            }
+        },
+    };
+    d.threshold = match (cfg.threshold, d.calibration) {
+        (Some(t), _) => t,
+        (None, Some(_)) => fakewatch_sdk::verdict::DEFAULT_THRESHOLD,
+        (None, None) => {
+            metrics::eer(&raw, &vy)
+                .context("validation split needs both classes")?
+                .1 as f32
+        }
+    };
+    d.threshold = d.threshold.clamp(0.0, 1.0);
+    Ok(d)
+}
+
+/// Metrics of the verdicts `decision` gives the videos of `rows` (scores
+/// `s`), at its threshold.
+fn replayed_report(decision: &Decision, s: &[f64], rows: &Rows) -> Option<Report> {
+    let (verdicts, y) = replay(decision, s, rows);
+    let (p, _) = scores_of(&verdicts);
+    metrics::report(&p, &y, f64::from(decision.threshold))
 }
 
 /// The L2 strength of `cfg.logistic.l2_grid` whose classifier, trained on
@@ -605,33 +757,43 @@ fn evaluate(
     clf: &Classifier,
     val: (&[Vec<f32>], &Rows),
     test: (&[Vec<f32>], &Rows),
-    fixed: Option<f32>,
+    cfg: &DecisionConfig,
 ) -> Result<(Evaluation, Vec<f64>)> {
-    let vs = clf.predict(val.0);
-    let (vv, vy) = per_video(&vs, val.1);
-    let threshold = match fixed {
-        Some(t) => f64::from(t),
-        None => {
-            metrics::eer(&vv, &vy)
-                .context("validation split needs both classes")?
-                .1
-        }
-    };
+    let (vs, vrows) = decision_rows(&clf.predict(val.0), val.1);
+    let d = choose_decision(cfg, &vs, &vrows)?;
+    let threshold = f64::from(d.threshold);
+    let validation =
+        replayed_report(&d, &vs, &vrows).context("validation split needs both classes")?;
     let ts = clf.predict(test.0);
+    let tp: Vec<f64> = ts
+        .iter()
+        .map(|&s| f64::from(d.probability(s as f32)))
+        .collect();
     let frame =
-        metrics::report(&ts, &test.1.y, threshold).context("test split needs both classes")?;
-    let (tv, ty) = per_video(&ts, test.1);
-    let video = if tv.len() < ts.len() {
-        metrics::report(&tv, &ty, threshold)
+        metrics::report(&tp, &test.1.y, threshold).context("test split needs both classes")?;
+    let (verdicts, ty) = replay(&d, &ts, test.1);
+    let (p, raw) = scores_of(&verdicts);
+    let video = if verdicts.len() < ts.len() {
+        metrics::report(&p, &ty, threshold)
     } else {
         None
+    };
+    let calibration_error = CalibrationError {
+        bins: ECE_BINS,
+        before: calibrate::ece(&raw, &ty, ECE_BINS),
+        after: calibrate::ece(&p, &ty, ECE_BINS),
+        reliability_before: calibrate::reliability(&raw, &ty, ECE_BINS),
+        reliability_after: calibrate::reliability(&p, &ty, ECE_BINS),
     };
     Ok((
         Evaluation {
             name: name.into(),
             threshold,
+            calibration: d.calibration,
+            validation,
             frame,
             video,
+            calibration_error,
         },
         ts,
     ))
@@ -896,6 +1058,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     // standardised on the training split, and the standardisation is folded
     // into the head's first layer, so the bundle takes raw pooled features.
     let raw_test = test.x.clone();
+    let raw_val = val.x.clone();
     let standardizer = match &base.manifest().backbone.features {
         None => None,
         Some(f) => {
@@ -935,7 +1098,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         through_head(&val.x)?,
         through_head(&test.x)?,
     );
-    let fixed = cfg.decision.threshold;
+    let fixed = cfg.decision.clone();
     if cfg.classifier == ClassifierKind::Logistic && !cfg.logistic.l2_grid.is_empty() {
         cfg.logistic.l2 = select_l2(&cfg, (&htrain, &train.y), (&hval, &val))?;
     }
@@ -953,12 +1116,12 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         }
     );
     let (main_eval, main_scores) =
-        evaluate(&main_name, &clf, (&hval, &val), (&htest, &test), fixed)?;
+        evaluate(&main_name, &clf, (&hval, &val), (&htest, &test), &fixed)?;
     let robustness = match cfg.robustness_jpeg {
         Some(q) if recompressed.both_classes() => {
             let hr = through_head(&recompressed.x)?;
             let name = format!("{main_name}, test re-compressed JPEG q{q}");
-            let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hr, &recompressed), fixed)?;
+            let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hr, &recompressed), &fixed)?;
             log::info!("{name}: AUC {:.3}", e.frame.auc);
             Some(e)
         }
@@ -973,7 +1136,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     } else if blended_test.both_classes() {
         let hb = through_head(&blended_test.x)?;
         let name = format!("{main_name}, test reals vs their self-blends");
-        let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hb, &blended_test), fixed)?;
+        let (e, _) = evaluate(&name, &clf, (&hval, &val), (&hb, &blended_test), &fixed)?;
         log::info!("{name}: AUC {:.3}", e.frame.auc);
         Some(e)
     } else {
@@ -990,7 +1153,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         for kind in [ClassifierKind::Logistic, ClassifierKind::RandomForest] {
             let c = Classifier::fit_configured(kind, &train.x, &train.y, &cfg)?;
             let name = format!("frames only + {}", kind.as_str());
-            let (e, s) = evaluate(&name, &c, (&val.x, &val), (&test.x, &test), fixed)?;
+            let (e, s) = evaluate(&name, &c, (&val.x, &val), (&test.x, &test), &fixed)?;
             log::info!("{name}: AUC {:.3}", e.frame.auc);
             if kind == cfg.classifier {
                 raw_eval_scores = Some((name.clone(), s));
@@ -1021,7 +1184,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
                     (main_eval.clone(), main_scores.clone())
                 } else {
                     let c = Classifier::fit_configured(kind, &hx, &train.y, &cfg)?;
-                    evaluate(&name, &c, (&hv, &val), (&ht, &test), fixed)?
+                    evaluate(&name, &c, (&hv, &val), (&ht, &test), &fixed)?
                 };
                 log::info!("{name}: AUC {:.3}", e.frame.auc);
                 if kind == cfg.classifier && !main_head {
@@ -1070,7 +1233,6 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
             self_blended: self_blended.as_ref(),
             distribution: &distribution,
         },
-        threshold_f32(&main_eval),
     )?;
     let bundle = Bundle::load(&a.out).context("the written bundle does not load")?;
     let scorer = Scorer::from_bundle(&bundle, &TractBackend)?;
@@ -1083,6 +1245,23 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     ensure!(
         max_diff < 1e-4,
         "the SDK's scores differ from the trainer's by {max_diff}"
+    );
+    // The bundle's decision, as the SDK reads it, replayed on the validation
+    // videos with the SDK's scores, must give the trainer's validation
+    // metrics: the threshold was chosen under the rule that ships.
+    let sdk_val: Vec<f64> = scorer.score(&raw_val)?.into_iter().map(f64::from).collect();
+    let (sdk_val, sdk_rows) = decision_rows(&sdk_val, &val);
+    let sdk_validation = replayed_report(&bundle.decision(), &sdk_val, &sdk_rows)
+        .context("validation split needs both classes")?;
+    let replay_check = json!({
+        "auc": sdk_validation.auc, "acc": sdk_validation.acc, "threshold": sdk_validation.threshold,
+        "trainer_auc": main_eval.validation.auc, "trainer_acc": main_eval.validation.acc,
+    });
+    ensure!(
+        (sdk_validation.auc - main_eval.validation.auc).abs() < VALIDATION_REPLAY_TOL
+            && (sdk_validation.acc - main_eval.validation.acc).abs()
+                <= 1.0 / sdk_validation.n as f64 + 1e-12,
+        "the bundle's decision replayed by the SDK on validation differs from the trainer's: {replay_check}"
     );
 
     // 5. Report, plots, model card.
@@ -1108,6 +1287,23 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         &a.out.join("roc.png"),
         "ROC, test split (frame level)",
         &curves,
+    )?;
+    let ce = &main_eval.calibration_error;
+    let bins = |b: &[ReliabilityBin]| b.iter().map(|b| (b.predicted, b.observed)).collect();
+    let mut rel = vec![(
+        format!("raw score (ECE {:.3})", ce.before),
+        bins(&ce.reliability_before),
+    )];
+    if main_eval.calibration.is_some() {
+        rel.push((
+            format!("calibrated (ECE {:.3})", ce.after),
+            bins(&ce.reliability_after),
+        ));
+    }
+    plot::reliability(
+        &a.out.join("reliability.png"),
+        "Reliability, test videos",
+        &rel,
     )?;
     if cfg.tsne_points > 1 {
         let mut idx: Vec<usize> = (0..test.x.len()).collect();
@@ -1143,7 +1339,7 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
         "bundle": main_eval, "table": table, "robustness": robustness,
         "self_blended_test": self_blended,
         "validation_scores": distribution,
-        "sdk_max_abs_diff": max_diff, "config": cfg,
+        "sdk_max_abs_diff": max_diff, "sdk_validation_replay": replay_check, "config": cfg,
     });
     std::fs::write(
         a.out.join("report.json"),
@@ -1151,21 +1347,31 @@ pub fn run(a: FitArgs, backend: &dyn Backend) -> Result<()> {
     )?;
     std::fs::write(
         a.out.join("MODEL_CARD.md"),
-        model_card(&cfg, &manifest, &table, &train, &val, &test),
+        model_card(&cfg, &manifest, &main_eval, &table, (&train, &val, &test)),
     )?;
     print_table(&table);
+    let ce = &main_eval.calibration_error;
     println!(
-        "bundle {} written: threshold {:.4}, test AUC {:.4}; the SDK reproduces the trainer's scores to {max_diff:.1e}",
+        "bundle {} written: {} threshold {:.4}, test AUC {:.4}, test ECE {:.3} -> {:.3}; \
+         the SDK reproduces the trainer's scores to {max_diff:.1e} and its validation metrics",
         a.out.display(),
+        if main_eval.calibration.is_some() {
+            "P(fake)"
+        } else {
+            "raw-score"
+        },
         main_eval.threshold,
-        main_eval.frame.auc
+        main_eval.frame.auc,
+        ce.before,
+        ce.after,
     );
     Ok(())
 }
 
-fn threshold_f32(e: &Evaluation) -> f32 {
-    (e.threshold as f32).clamp(0.0, 1.0)
-}
+/// Largest accepted AUC difference between the trainer's validation metrics
+/// and the SDK's replay of the written bundle (scores agree to 1e-4, which
+/// can swap near-tied videos).
+const VALIDATION_REPLAY_TOL: f64 = 1e-3;
 
 fn mining_name(m: Mining) -> &'static str {
     match m {
@@ -1228,7 +1434,6 @@ fn write_manifest(
     base: &Bundle,
     out: &Path,
     measured: Measured<'_>,
-    threshold: f32,
 ) -> Result<BundleManifest> {
     let Measured {
         eval,
@@ -1262,15 +1467,22 @@ fn write_manifest(
             kind: cfg.classifier.as_str().into(),
         }),
         decision: Some(DecisionSpec {
-            threshold,
-            aggregation: cfg.decision.aggregation.clone(),
+            threshold: (eval.threshold as f32).clamp(0.0, 1.0),
+            aggregation: cfg.decision.aggregation,
             frames: cfg.decision.frames,
+            calibration: eval.calibration,
+            hysteresis: cfg.decision.hysteresis,
         }),
         metrics: Some(json!({
             "split": "test", "level": "frame", "faces": test.x.len(),
             "auc": eval.frame.auc, "eer": eval.frame.eer, "acc": eval.frame.acc,
             "precision": eval.frame.precision, "recall": eval.frame.recall, "f1": eval.frame.f1,
             "video": eval.video,
+            "validation": eval.validation,
+            "calibration_error": {
+                "level": "video", "bins": eval.calibration_error.bins,
+                "before": eval.calibration_error.before, "after": eval.calibration_error.after,
+            },
             "fakes": cfg.fakes,
             "robustness": robustness.map(|r| json!({
                 "jpeg_quality": cfg.robustness_jpeg,
@@ -1362,13 +1574,43 @@ fn print_table(table: &[Evaluation]) {
     }
 }
 
+/// What the model card says of the decision: calibration, threshold, ECE.
+fn decision_text(e: &Evaluation) -> String {
+    let ce = &e.calibration_error;
+    match e.calibration {
+        Some(Calibration::Platt { a, b }) => format!(
+            "Platt calibration fitted on the validation videos of the dataset's own reals and \
+             fakes (replaying the SDK's aggregation): P(fake) = σ({a:.4} · logit(s) {sign} \
+             {babs:.4}). The verdict is fake at \
+             P(fake) ≥ {thr:.2}. Expected calibration error on the test videos ({bins} bins): \
+             {before:.3} raw → {after:.3} calibrated (`reliability.png`). Validation, \
+             replayed: AUC {vauc:.4}, accuracy {vacc:.4}.",
+            sign = if b < 0.0 { '−' } else { '+' },
+            babs = b.abs(),
+            thr = e.threshold,
+            bins = ce.bins,
+            before = ce.before,
+            after = ce.after,
+            vauc = e.validation.auc,
+            vacc = e.validation.acc,
+        ),
+        None => format!(
+            "No calibration: the score is the raw classifier output, fake at ≥ {thr:.4} \
+             (the equal-error point of the validation videos, replaying the SDK's \
+             aggregation). Test ECE of the raw score ({bins} bins): {before:.3}.",
+            thr = e.threshold,
+            bins = ce.bins,
+            before = ce.before,
+        ),
+    }
+}
+
 fn model_card(
     cfg: &FitConfig,
     m: &BundleManifest,
+    main: &Evaluation,
     table: &[Evaluation],
-    train: &Rows,
-    val: &Rows,
-    test: &Rows,
+    (train, val, test): (&Rows, &Rows, &Rows),
 ) -> String {
     let count = |r: &Rows| {
         let f = r.y.iter().filter(|&&v| v).count();
@@ -1393,8 +1635,7 @@ Generated by `fakewatch-train fit` on {created}. Reproduce with\n\
 ## Method\n\
 Kumar & Bhavsar 2020, *Detecting Deepfakes with Metric Learning*: MTCNN faces → frozen\n\
 backbone `{backbone}` ({vector} of a {size}×{size} crop) → {stages}\n\
-→ per-track mean, per-video max. Decision threshold {thr:.4} = the\n\
-equal-error point on the validation split.\n\n\
+→ {aggregation} ({frames} frames per video) → {decision}\n\n\
 ## Data\n\
 `{path}` ({layout:?} layout), split by identity / source video, never per frame.\n\
 Train and validation fakes: {fakes}. The test split keeps the dataset's own fakes.\n\
@@ -1403,7 +1644,7 @@ The shared DFDC data is research-only (DFDC terms): this bundle is for research 
 evaluation, not for decisions about people.\n\n\
 ## Test metrics\n\n{table}\n\
 Frame level = one face crop. Threshold-dependent columns (ACC, P, R, F1) use each row's\n\
-validation EER threshold.\n\n\
+decision (calibrated P(fake) at 0.5, or the validation EER point), on calibrated scores.\n\n\
 ## Limits\n\
 Frozen face-recognition embeddings are built to ignore the artefacts a forgery leaves; on\n\
 deepfakes from other datasets this method is near chance (see `../shared/docs/findings.md`).\n\
@@ -1439,7 +1680,12 @@ Treat `fake` as a prompt for review, not proof.\n",
                 cfg.classifier.as_str()
             ),
         },
-        thr = d.map_or(0.5, |d| d.threshold),
+        aggregation = match d.map(|d| d.aggregation).unwrap_or_default() {
+            Aggregation::TrackMeanThenMax => "mean over each track's frames, then the worst track",
+            Aggregation::FrameMean => "mean over every face",
+        },
+        frames = d.map_or(DEFAULT_FRAMES, |d| d.frames),
+        decision = decision_text(main),
         path = cfg.dataset.path.display(),
         layout = cfg.dataset.layout,
         ntrain = count(train),
@@ -1582,14 +1828,45 @@ mod tests {
     }
 
     #[test]
-    fn per_video_means() {
+    fn validation_replays_the_sdk_aggregation_and_calibrates() {
         let rows = Rows {
             x: vec![vec![]; 3],
             y: vec![true, true, false],
             video: vec!["a".into(), "a".into(), "b".into()],
         };
-        let (s, y) = per_video(&[0.2, 0.4, 0.9], &rows);
+        let d = DecisionConfig::default().uncalibrated();
+        let (v, y) = replay(&d, &[0.2, 0.4, 0.9], &rows);
         assert_eq!(y, vec![true, false]);
-        assert!((s[0] - 0.3).abs() < 1e-12 && (s[1] - 0.9).abs() < 1e-12);
+        let (p, raw) = scores_of(&v);
+        assert!((raw[0] - 0.3).abs() < 1e-6 && (raw[1] - 0.9).abs() < 1e-6);
+        assert_eq!(p, raw, "uncalibrated: the score is the raw mean");
+        // A split the scores rank well: Platt fits, the threshold is 0.5,
+        // and the report at that decision is what replaying it gives.
+        let mut val = Rows::default();
+        let mut scores = Vec::new();
+        for i in 0..40 {
+            let fake = i % 2 == 0;
+            for f in 0..3 {
+                val.x.push(vec![]);
+                val.y.push(fake);
+                val.video.push(format!("v{i}"));
+                let base = if fake { 0.7 } else { 0.4 };
+                scores.push(base + 0.01 * f as f64 + 0.003 * i as f64 - 0.06);
+            }
+        }
+        let cfg = DecisionConfig::default();
+        let d = choose_decision(&cfg, &scores, &val).unwrap();
+        assert!(d.is_calibrated());
+        assert_eq!(d.threshold, 0.5);
+        let r = replayed_report(&d, &scores, &val).unwrap();
+        assert_eq!(r.n, 40);
+        assert!(r.auc > 0.99 && r.acc > 0.9, "{r:?}");
+        let none = DecisionConfig {
+            calibration: CalibrationKind::None,
+            ..cfg
+        };
+        let d = choose_decision(&none, &scores, &val).unwrap();
+        assert!(!d.is_calibrated());
+        assert!(d.threshold > 0.4 && d.threshold < 0.7, "{}", d.threshold);
     }
 }

@@ -6,7 +6,7 @@
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::triplet::Rng;
+use crate::rng::Rng;
 
 /// Forest hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -871,7 +871,7 @@ mod tests {
     }
 
     fn input(n: usize, hw: usize, seed: u64) -> Vec<f32> {
-        let mut rng = crate::triplet::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         (0..n * 3 * hw * hw)
             .map(|_| rng.uniform() * 255.0)
             .collect()

@@ -16,6 +16,7 @@ use anyhow::{ensure, Context, Result};
 use fakewatch_sdk::backend::{Backend, InferenceModel, ModelEdit, ShapePolicy, Tensor};
 use fakewatch_sdk::bundle::{sha256_file, Bundle, HeadSpec};
 use fakewatch_sdk::score::Scorer;
+use fakewatch_sdk::verdict::{Decision, Label};
 use fakewatch_sdk::{Frame, Perception};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -27,7 +28,7 @@ use crate::extract::{self, Job, Outcome};
 use crate::fit::{self, FitConfig};
 use crate::metrics;
 use crate::quantize::{self, ActivationType, Calibration, CalibrationInput};
-use crate::triplet::Rng;
+use crate::rng::Rng;
 
 /// How activation ranges are chosen (command-line form of [`Calibration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -579,6 +580,16 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
             embedding: qe,
         } = score_samples(&int8, backend, &test, &cache_dir, threads)?;
         let labels = |idx: &[usize]| idx.iter().map(|&i| test[i].fake).collect::<Vec<_>>();
+        // Reported scores and labels as the SDK's verdict gives them (P(fake)
+        // through the bundle's calibration).
+        let d = Decision::from_spec(Some(&decision));
+        let reported = |s: &[f64]| -> Vec<f64> {
+            s.iter()
+                .map(|&v| f64::from(d.probability(v as f32)))
+                .collect()
+        };
+        let (fs, qs) = (reported(&fs), reported(&qs));
+        let is_fake = |p: f64| d.label(Some(p as f32)) == Label::Fake;
         let th = f64::from(decision.threshold);
         let fr =
             metrics::report(&fs, &labels(&fi), th).context("fp32: test split lacks a class")?;
@@ -593,7 +604,7 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
                 cos_min = cos_min.min(c);
                 cos_sum += c;
                 dmax = dmax.max((fs[k] - qs[k]).abs());
-                flips += usize::from((fs[k] >= th) != (qs[k] >= th));
+                flips += usize::from(is_fake(fs[k]) != is_fake(qs[k]));
                 n += 1;
             }
         }

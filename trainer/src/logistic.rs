@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 
-use crate::triplet::Rng;
+use crate::rng::Rng;
 
 /// SGD passes over the training set used by `fakewatch-train head`.
 pub const EPOCHS: usize = 20;

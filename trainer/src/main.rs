@@ -5,6 +5,7 @@
 mod alloc;
 mod augment;
 mod cache;
+mod calibrate;
 mod cpu_ops;
 mod dataset;
 mod extract;
@@ -19,6 +20,7 @@ mod metrics;
 mod onnx;
 mod plot;
 mod quantize;
+mod rng;
 mod sbi;
 mod signing;
 mod standardize;
@@ -30,8 +32,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use fakewatch_sdk::backend::BackendSpec;
 use fakewatch_sdk::bundle::Bundle;
+use fakewatch_sdk::runtime::BackendSpec;
 use fakewatch_sdk::Perception;
 
 /// Large tensor buffers are reused between training steps (see `alloc`).
@@ -288,7 +290,7 @@ fn self_blend_grid(
         .into_iter()
         .filter(|r| r.label == "real")
         .collect();
-    let mut rng = triplet::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     rng.shuffle(&mut rows);
     let b = Bundle::load(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let perception = Perception::from_bundle(&b, backend)?;

@@ -1,5 +1,6 @@
-//! PNG plots drawn with embedded-graphics on an SDK frame: ROC curves and 2-D
-//! scatter plots (t-SNE of embeddings), as in the paper's figures 5–7.
+//! PNG plots drawn with embedded-graphics on an SDK frame: ROC curves,
+//! reliability diagrams, training curves and 2-D scatter plots (t-SNE of
+//! embeddings), as in the paper's figures 5–7.
 
 use std::path::Path;
 
@@ -149,6 +150,27 @@ pub fn roc(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Re
         ("false positive rate", "true positive rate"),
         series,
         true,
+        false,
+    )
+}
+
+/// A reliability diagram: per series, the `(mean predicted P(fake), share
+/// fake)` point of each bin, over the diagonal of perfect calibration.
+pub fn reliability(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    let ax = Axes {
+        x0: 0.0,
+        x1: 1.0,
+        y0: 0.0,
+        y1: 1.0,
+    };
+    lines(
+        path,
+        title,
+        &ax,
+        ("predicted P(fake)", "observed share fake"),
+        series,
+        true,
+        true,
     )
 }
 
@@ -174,7 +196,7 @@ pub fn curves(
         (x0, x1) = (0.0, 1.0);
     }
     let ax = Axes { x0, x1, y0, y1 };
-    lines(path, title, &ax, labels, series, false)
+    lines(path, title, &ax, labels, series, false, true)
 }
 
 fn lines(
@@ -183,8 +205,10 @@ fn lines(
     ax: &Axes,
     (xlabel, ylabel): (&str, &str),
     series: &[(String, Vec<(f64, f64)>)],
-    // ROC style: a chance diagonal and no point markers.
+    // A diagonal (chance for ROC, perfect calibration for reliability).
     diagonal: bool,
+    // A dot on every point.
+    markers: bool,
 ) -> Result<()> {
     let mut f = frame(title)?;
     {
@@ -201,7 +225,7 @@ fn lines(
                     .into_styled(PrimitiveStyle::with_stroke(color, 2))
                     .draw(&mut c);
             }
-            for p in pts.iter().filter(|_| !diagonal) {
+            for p in pts.iter().filter(|_| markers) {
                 let _ = Circle::with_center(ax.to_px(p.0, p.1), 5)
                     .into_styled(PrimitiveStyle::with_fill(color))
                     .draw(&mut c);

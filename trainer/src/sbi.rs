@@ -16,7 +16,7 @@ use fakewatch_sdk::{Detection, Frame, Point};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{self, between, normal, quality_between, RgbF32};
-use crate::triplet::Rng;
+use crate::rng::Rng;
 
 /// Version of the generator; part of the embedding cache key, so a change
 /// of the algorithm never reuses stale embeddings. Bump on any change that

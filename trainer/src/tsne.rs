@@ -1,7 +1,7 @@
 //! Exact t-SNE (van der Maaten & Hinton, 2008) for the embedding plots: a few
 //! hundred to a couple of thousand points, O(n²) per iteration, seeded.
 
-use crate::triplet::Rng;
+use crate::rng::Rng;
 
 /// t-SNE settings.
 #[derive(Debug, Clone, Copy)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use fakewatch_sdk::detector::Session;
 use fakewatch_sdk::frame::BufferPool;
-use fakewatch_sdk::score::TrackVerdict;
+use fakewatch_sdk::verdict::{Scope, TrackVerdict, Unknown, Verdict};
 use fakewatch_sdk::{BBox, DeepfakeDetector, Label};
 use serde_json::json;
 
@@ -68,6 +68,9 @@ struct LiveState {
     tracks: heapless::Vec<TrackView, MAX_TRACKS>,
     label: Option<Label>,
     score: Option<f32>,
+    unknown: Option<Unknown>,
+    /// Scores are calibrated P(fake).
+    calibrated: bool,
     analyzed: u64,
     last_latency: Duration,
 }
@@ -108,16 +111,16 @@ struct TrackBook {
     appeared: Instant,
     first_frame: u64,
     last_frame: u64,
-    label: Option<Label>,
 }
 
 /// Turns analyses into state updates and events.
-struct Analyzer<'a> {
-    session: Session<'a>,
-    threshold: f32,
-    verdict_after: usize,
+struct Analyzer {
+    session: Session,
+    /// Stream time zero (hysteresis dwell is measured from it).
+    origin: Instant,
+    /// The last verdict, labels as held.
+    last: Option<Verdict>,
     books: heapless::Vec<TrackBook, MAX_TRACKS>,
-    stream_label: Option<Label>,
     latencies: Vec<f64>,
     first_latency: Option<f64>,
     tracks_seen: u64,
@@ -125,7 +128,7 @@ struct Analyzer<'a> {
     errors: u64,
 }
 
-impl Analyzer<'_> {
+impl Analyzer {
     fn analyze(&mut self, c: &Captured, state: &Mutex<LiveState>, events: &EventHub) {
         let step = match self.session.step(&c.frame) {
             Ok(s) => s,
@@ -154,7 +157,6 @@ impl Analyzer<'_> {
                     appeared: c.at,
                     first_frame: c.index,
                     last_frame: c.index,
-                    label: None,
                 })
                 .is_err()
             {
@@ -170,7 +172,9 @@ impl Analyzer<'_> {
                 b.last_frame = c.index;
             }
         }
-        let verdict = self.session.verdict();
+        // Labels: held under the bundle's hysteresis by the SDK's verdict
+        // stream; this only reports the changes.
+        let (verdict, changes) = self.session.stream_verdict(c.at - self.origin);
         let tv = |id: u32| -> Option<&TrackVerdict> { verdict.tracks.iter().find(|t| t.id == id) };
         for &id in &step.ended {
             let t = tv(id);
@@ -187,47 +191,34 @@ impl Analyzer<'_> {
                 self.books.swap_remove(i);
             }
         }
-        // Per-track verdicts.
-        for book in self.books.iter_mut() {
-            let Some(t) = verdict.tracks.iter().find(|t| t.id == book.id) else {
-                continue;
-            };
-            if t.frames < self.verdict_after {
-                continue;
-            }
-            let label = Label::of(Some(t.score), self.threshold);
-            if book.label != Some(label) {
-                if book.label.is_none() {
-                    let ms = (done - book.appeared).as_secs_f64() * 1000.0;
-                    self.latencies.push(ms);
-                    self.first_latency.get_or_insert(ms);
+        for ch in &changes {
+            match ch.scope {
+                Scope::Track(id) => {
+                    let Some(book) = self.books.iter_mut().find(|b| b.id == id) else {
+                        continue;
+                    };
+                    if ch.previous.is_none() {
+                        let ms = (done - book.appeared).as_secs_f64() * 1000.0;
+                        self.latencies.push(ms);
+                        self.first_latency.get_or_insert(ms);
+                    }
+                    events.emit(
+                        "verdict_changed",
+                        json!({"scope": "track", "track": id, "label": ch.label.as_str(),
+                               "previous": ch.previous.map(Label::as_str), "score": ch.score,
+                               "frames": tv(id).map(|t| t.frames), "first_frame": book.first_frame,
+                               "last_frame": book.last_frame}),
+                    );
                 }
-                events.emit(
+                Scope::Stream => events.emit(
                     "verdict_changed",
-                    json!({"scope": "track", "track": book.id, "label": label.as_str(),
-                           "previous": book.label.map(Label::as_str), "score": t.score,
-                           "frames": t.frames, "first_frame": book.first_frame,
-                           "last_frame": book.last_frame}),
-                );
-                book.label = Some(label);
+                    json!({"scope": "stream", "label": ch.label.as_str(),
+                           "previous": ch.previous.map(Label::as_str), "score": ch.score,
+                           "unknown": ch.unknown.map(Unknown::as_str),
+                           "frame": c.index,
+                           "tracks": verdict.tracks.iter().filter(|t| t.label != Label::Unknown).count()}),
+                ),
             }
-        }
-        // The stream: worst track among those with a verdict.
-        let judged: Vec<&TrackVerdict> = verdict
-            .tracks
-            .iter()
-            .filter(|t| self.books.iter().any(|b| b.id == t.id && b.label.is_some()))
-            .collect();
-        let stream_score = judged.iter().map(|t| t.score).reduce(f32::max);
-        let stream_label = Label::of(stream_score, self.threshold);
-        if self.stream_label != Some(stream_label) {
-            events.emit(
-                "verdict_changed",
-                json!({"scope": "stream", "label": stream_label.as_str(),
-                       "previous": self.stream_label.map(Label::as_str), "score": stream_score,
-                       "frame": c.index, "tracks": judged.len()}),
-            );
-            self.stream_label = Some(stream_label);
         }
         // Hand the result to the overlay.
         let Ok(mut s) = state.lock() else { return };
@@ -235,7 +226,6 @@ impl Analyzer<'_> {
         for f in &step.faces {
             let Some(id) = f.track else { continue };
             let bbox = f.face.detection.bbox;
-            let book = self.books.iter().find(|b| b.id == id);
             let t = tv(id);
             let velocity = old
                 .iter()
@@ -259,15 +249,18 @@ impl Analyzer<'_> {
                 bbox,
                 velocity,
                 seen: c.at,
-                label: book.and_then(|b| b.label).unwrap_or(Label::Unknown),
+                label: t.map_or(Label::Unknown, |t| t.label),
                 score: t.map(|t| t.score),
                 frames: t.map_or(0, |t| t.frames),
             });
         }
-        s.label = self.stream_label;
-        s.score = stream_score;
+        s.label = Some(verdict.label);
+        s.score = verdict.score;
+        s.unknown = verdict.unknown;
         s.analyzed += 1;
         s.last_latency = done - c.at;
+        drop(s);
+        self.last = Some(verdict);
     }
 }
 
@@ -360,11 +353,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     let event_targets: Vec<EventTarget> =
         a.events.iter().map(|s| s.parse()).collect::<Result<_>>()?;
     let detect_every = a.detect_every.unwrap_or(defaults::DETECT_EVERY).max(1);
-    if let Some(t) = a.threshold {
-        if !(0.0..=1.0).contains(&t) {
-            bail!("--threshold {t} outside 0..=1");
-        }
-    }
     let window = a.window.unwrap_or(defaults::WINDOW);
     if window == 0 {
         bail!("--window must be at least 1");
@@ -379,21 +367,23 @@ pub fn run(args: RunArgs) -> Result<()> {
             bundle_dir.display()
         );
     }
-    let mut detector = DeepfakeDetector::from_bundle(&bundle, &*crate::backend::backend())?;
-    crate::release_free_memory();
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
-    detector.perception_mut().set_threads(threads);
-    let mut decision = *detector.decision();
+    let mut decision = bundle.decision();
     if let Some(t) = a.threshold {
-        decision.threshold = t;
+        decision.set_threshold(t).context("--threshold")?;
     }
     decision.window = window;
-    detector.set_decision(decision);
+    decision.min_frames = a.verdict_after.unwrap_or(defaults::VERDICT_AFTER).max(1);
+    let detector = DeepfakeDetector::builder(&bundle)
+        .threads(threads)
+        .decision(decision)
+        .build(&*crate::backend::backend())?;
+    crate::release_free_memory();
 
     let spool = SpoolConfig {
         dir: a.spool_dir.clone().unwrap_or_else(SpoolConfig::default_dir),
@@ -444,7 +434,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         max_frames: a.max_frames,
         pool: pool.clone(),
     };
-    let state = Mutex::new(LiveState::default());
+    let state = Mutex::new(LiveState {
+        calibrated: decision.is_calibrated(),
+        ..LiveState::default()
+    });
     let slot = Slot::default();
     let sync_analysis = block;
     let stats_interval = a.stats_interval.unwrap_or(defaults::STATS_INTERVAL);
@@ -453,10 +446,9 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let mut analyzer = Analyzer {
         session: detector.live_session(),
-        threshold: decision.threshold,
-        verdict_after: a.verdict_after.unwrap_or(defaults::VERDICT_AFTER).max(1),
+        origin: Instant::now(),
+        last: None,
         books: heapless::Vec::new(),
-        stream_label: None,
         latencies: Vec::new(),
         first_latency: None,
         tracks_seen: 0,
@@ -723,6 +715,8 @@ fn overlay_input(
             Banner {
                 label: Label::Unknown,
                 score: None,
+                unknown: None,
+                calibrated: false,
                 figures: String::new(),
                 pending: false,
             },
@@ -750,6 +744,8 @@ fn overlay_input(
     let banner = Banner {
         label: s.label.unwrap_or(Label::Unknown),
         score: s.score,
+        unknown: s.unknown,
+        calibrated: s.calibrated,
         figures: format!(
             "in {:.1} fps  out {:.1} fps  analysis {:.0} ms  tracks {}",
             in_rate.fps(),
@@ -815,7 +811,7 @@ fn status(
 fn emit_summary(
     hub: &EventHub,
     out: &Outcome,
-    an: &Analyzer<'_>,
+    an: &Analyzer,
     queue: &FrameQueue,
     cstats: &CaptureStats,
     started: Instant,
@@ -834,7 +830,7 @@ fn emit_summary(
             0.0
         }
     };
-    let verdict = an.session.verdict();
+    let verdict = an.last.clone().unwrap_or_else(|| an.session.verdict());
     let s = &an.stages;
     let mqtt = hub.mqtt_counts();
     hub.emit(

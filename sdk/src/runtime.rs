@@ -1,0 +1,62 @@
+//! Run-time choice of inference backend: the `--backend`, `--ort-lib`,
+//! `--strict-backend` and `--trt-*` options of both binaries, as one value.
+//! (Apart from [`crate::backend`], so the backend trait does not depend on
+//! the onnxruntime backend that implements it.)
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, TractBackend};
+use crate::error::{Error, Result};
+
+/// A backend chosen by name at run time, as binaries' `--backend` flags do:
+/// `tract`, or with feature `ort` `ort-cpu`, `ort-cuda`, `ort-tensorrt`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// The backend's name (empty: `tract`).
+    pub name: String,
+    /// libonnxruntime for the `ort-*` backends (`None`: `ORT_DYLIB_PATH`).
+    pub ort_library: Option<std::path::PathBuf>,
+    /// Fail when the asked execution provider cannot register instead of
+    /// falling back to onnxruntime's CPU provider.
+    pub strict: bool,
+    /// TensorRT engine cache directory.
+    pub trt_cache: Option<std::path::PathBuf>,
+    /// TensorRT in FP32 instead of FP16.
+    pub trt_fp32: bool,
+}
+
+impl BackendSpec {
+    /// Opens the named backend (loads onnxruntime for the `ort-*` ones).
+    pub fn open(&self) -> Result<Arc<dyn Backend>> {
+        match self.name.as_str() {
+            "" | "tract" => Ok(Arc::new(TractBackend)),
+            #[cfg(feature = "ort")]
+            name @ ("ort" | "ort-cpu" | "ort-cuda" | "ort-tensorrt" | "ort-trt") => {
+                use crate::ort_backend::{OrtBackend, OrtOptions, OrtProvider};
+                let provider = match OrtProvider::parse(name.strip_prefix("ort-").unwrap_or("cpu"))?
+                {
+                    OrtProvider::TensorRt { device, .. } => OrtProvider::TensorRt {
+                        device,
+                        fp16: !self.trt_fp32,
+                        engine_cache: self.trt_cache.clone(),
+                    },
+                    other => other,
+                };
+                Ok(Arc::new(OrtBackend::new(OrtOptions {
+                    library: self.ort_library.clone(),
+                    provider,
+                    strict: self.strict,
+                    threads: 0,
+                })?))
+            }
+            #[cfg(not(feature = "ort"))]
+            name if name.starts_with("ort") => Err(Error::config(format!(
+                "backend {name:?}: built without onnxruntime support \
+                 (cargo feature `ort`, `ort-cuda` or `ort-tensorrt`)"
+            ))),
+            other => Err(Error::config(format!(
+                "unknown backend {other:?} (expected tract, ort-cpu, ort-cuda or ort-tensorrt)"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,930 @@
+//! Scores → verdicts, in one place: how per-face scores aggregate over tracks
+//! and videos ([`Aggregation`], [`Aggregator`]), how the aggregated classifier
+//! output becomes a calibrated P(fake) ([`Calibration`]), where the label
+//! changes ([`Decision`], [`Label`]), and how a live stream's labels stay
+//! stable ([`Hysteresis`], [`VerdictStream`]). `fakewatch scan`, live mode,
+//! the C ABI and the trainer's evaluation all go through this module; no other
+//! code turns scores into labels (`docs/architecture.md` §3).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Decision threshold when a bundle states none (also the threshold of every
+/// calibrated bundle: its score is P(fake)).
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+/// Frames sampled per video when a bundle states none (the paper uses ~25).
+pub const DEFAULT_FRAMES: usize = 25;
+/// Tracks shorter than this are outvoted by longer ones.
+pub const MIN_TRACK_FRAMES: usize = 2;
+/// Scores are clamped to `[LOGIT_EPS, 1 - LOGIT_EPS]` before taking a logit.
+const LOGIT_EPS: f32 = 1e-6;
+
+/// How frame scores are combined into a verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Mean over each track's frames, then the most suspicious track.
+    #[default]
+    TrackMeanThenMax,
+    /// Mean over every scored face, ignoring tracks.
+    FrameMean,
+}
+
+impl Aggregation {
+    /// The name used in `bundle.json` and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TrackMeanThenMax => "track_mean_then_max",
+            Self::FrameMean => "frame_mean",
+        }
+    }
+}
+
+impl std::str::FromStr for Aggregation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "track_mean_then_max" => Ok(Self::TrackMeanThenMax),
+            "frame_mean" => Ok(Self::FrameMean),
+            other => Err(Error::config(format!(
+                "unknown aggregation {other:?} (track_mean_then_max or frame_mean)"
+            ))),
+        }
+    }
+}
+
+/// A monotone map from the aggregated classifier output to P(fake), fitted on
+/// a bundle's validation split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Calibration {
+    /// Platt scaling on the logit: `P(fake) = σ(a · logit(s) + b)`, `a > 0`.
+    Platt {
+        /// Slope on the logit of the aggregated score.
+        a: f32,
+        /// Offset.
+        b: f32,
+    },
+}
+
+impl Calibration {
+    /// P(fake) of an aggregated score in `[0, 1]`.
+    pub fn apply(&self, s: f32) -> f32 {
+        match *self {
+            Self::Platt { a, b } => sigmoid(a * logit(s) + b),
+        }
+    }
+
+    /// A slope that is not positive and finite would reverse or flatten the
+    /// scores: such a calibration is refused.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Self::Platt { a, b } if a.is_finite() && a > 0.0 && b.is_finite() => Ok(()),
+            Self::Platt { a, b } => Err(Error::config(format!(
+                "Platt calibration needs a finite slope a > 0 and a finite offset (a {a}, b {b})"
+            ))),
+        }
+    }
+}
+
+/// `ln(p / (1 - p))`, with `p` clamped away from 0 and 1.
+pub fn logit(p: f32) -> f32 {
+    let p = p.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS);
+    (p / (1.0 - p)).ln()
+}
+
+/// The logistic function.
+pub fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Keeps a live label from flapping when the score hovers near the
+/// threshold: `real` → `fake` needs P(fake) ≥ threshold + margin, `fake` →
+/// `real` needs P(fake) < threshold − margin, and either must hold without a
+/// break for `min_dwell_s` seconds before the label changes. The first label
+/// of a track or stream is the plain threshold's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hysteresis {
+    /// Half-width of the band around the threshold, in P(fake).
+    pub margin: f32,
+    /// How long the score must stay beyond the band before the label
+    /// changes, seconds.
+    pub min_dwell_s: f32,
+}
+
+impl Hysteresis {
+    /// Margin in `[0, 0.5)`, dwell finite and ≥ 0.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..0.5).contains(&self.margin)
+            || !self.min_dwell_s.is_finite()
+            || self.min_dwell_s < 0.0
+        {
+            return Err(Error::config(format!(
+                "hysteresis margin must be in [0, 0.5) and min_dwell_s >= 0 (margin {}, min_dwell_s {})",
+                self.margin, self.min_dwell_s
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The `decision` section of `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSpec {
+    /// Score at or above which a track or video is called fake: P(fake)
+    /// when the bundle is calibrated (then 0.5), else the classifier's raw
+    /// aggregated output.
+    pub threshold: f32,
+    /// How frame scores are combined.
+    pub aggregation: Aggregation,
+    /// Frames sampled per video by default.
+    pub frames: usize,
+    /// Maps the aggregated classifier output to P(fake); absent in bundles
+    /// made before calibration existed (their score is the raw output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Live-mode label stability; absent: labels follow the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hysteresis: Option<Hysteresis>,
+}
+
+impl DecisionSpec {
+    /// Range checks of every field.
+    pub fn validate(&self) -> Result<()> {
+        check_threshold(self.threshold)?;
+        if self.frames == 0 {
+            return Err(Error::config("decision frames must be at least 1"));
+        }
+        if let Some(c) = &self.calibration {
+            c.validate()?;
+        }
+        if let Some(h) = &self.hysteresis {
+            h.validate()?;
+        }
+        Ok(())
+    }
+}
+
+fn check_threshold(t: f32) -> Result<()> {
+    if !(0.0..=1.0).contains(&t) {
+        return Err(Error::config(format!(
+            "threshold {t} is not a probability in [0, 1]"
+        )));
+    }
+    Ok(())
+}
+
+/// The verdict of a video, stream or track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    /// Score below the threshold.
+    Real,
+    /// Score at or above the threshold.
+    Fake,
+    /// No verdict: see [`Verdict::unknown`] for why.
+    Unknown,
+}
+
+impl Label {
+    fn of(score: Option<f32>, threshold: f32) -> Self {
+        match score {
+            None => Self::Unknown,
+            Some(s) if s >= threshold => Self::Fake,
+            Some(_) => Self::Real,
+        }
+    }
+    /// `"real"`, `"fake"` or `"unknown"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Real => "real",
+            Self::Fake => "fake",
+            Self::Unknown => "unknown",
+        }
+    }
+    /// `"REAL"`, `"FAKE"` or `"UNKNOWN"`, for overlays.
+    pub fn as_upper(self) -> &'static str {
+        match self {
+            Self::Real => "REAL",
+            Self::Fake => "FAKE",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Why a verdict is [`Label::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unknown {
+    /// No face was seen.
+    NoFace,
+    /// Faces were seen, but no track has the frames a verdict needs yet.
+    TooFewFrames,
+    /// The input could not be read or analysed.
+    Error,
+}
+
+impl Unknown {
+    /// `"no face"`, `"too few frames"` or `"error"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoFace => "no face",
+            Self::TooFewFrames => "too few frames",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Decision parameters: the bundle's `decision` section, with run-time
+/// settings (window, frames a track needs) added.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Score at or above which the verdict is fake (P(fake) when calibrated).
+    pub threshold: f32,
+    /// How frame scores combine.
+    pub aggregation: Aggregation,
+    /// Frames sampled per video by default.
+    pub frames: usize,
+    /// Most recent frame scores kept per track (the sliding window).
+    pub window: usize,
+    /// Tracks seen in fewer frames do not decide the verdict while a longer
+    /// track exists (a one-frame false detection must not outvote a face
+    /// seen throughout).
+    pub min_track_frames: usize,
+    /// Frames a track needs before it has a label of its own and counts
+    /// towards the verdict (live mode's `--verdict-after`; 1 for files).
+    pub min_frames: usize,
+    /// Aggregated classifier output → P(fake); `None`: the raw output is
+    /// reported.
+    pub calibration: Option<Calibration>,
+    /// Live label stability (none: margin 0, dwell 0).
+    pub hysteresis: Hysteresis,
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Self::from_spec(None)
+    }
+}
+
+impl Decision {
+    /// The decision a bundle's section describes, defaults where it states
+    /// none. The section is assumed valid ([`DecisionSpec::validate`] runs
+    /// when a bundle loads).
+    pub fn from_spec(spec: Option<&DecisionSpec>) -> Self {
+        let frames = spec.map_or(DEFAULT_FRAMES, |d| d.frames);
+        Self {
+            threshold: spec.map_or(DEFAULT_THRESHOLD, |d| d.threshold),
+            aggregation: spec.map_or_else(Aggregation::default, |d| d.aggregation),
+            frames,
+            window: frames.max(1),
+            min_track_frames: MIN_TRACK_FRAMES,
+            min_frames: 1,
+            calibration: spec.and_then(|d| d.calibration),
+            hysteresis: spec.and_then(|d| d.hysteresis).unwrap_or_default(),
+        }
+    }
+
+    /// Overrides the threshold (`--threshold`); it must be in `[0, 1]`.
+    pub fn set_threshold(&mut self, threshold: f32) -> Result<()> {
+        check_threshold(threshold)?;
+        self.threshold = threshold;
+        Ok(())
+    }
+
+    /// Overrides the frames sampled per video (`--frames`): the window
+    /// follows. At least 1.
+    pub fn set_frames(&mut self, frames: usize) -> Result<()> {
+        if frames == 0 {
+            return Err(Error::config("frames must be at least 1"));
+        }
+        self.frames = frames;
+        self.window = frames;
+        Ok(())
+    }
+
+    /// Whether the reported score is a calibrated P(fake).
+    pub fn is_calibrated(&self) -> bool {
+        self.calibration.is_some()
+    }
+
+    /// The reported score of an aggregated classifier output: P(fake) when
+    /// calibrated, else the output itself.
+    pub fn probability(&self, raw: f32) -> f32 {
+        self.calibration.map_or(raw, |c| c.apply(raw))
+    }
+
+    /// The label of a reported score under the plain threshold.
+    pub fn label(&self, score: Option<f32>) -> Label {
+        Label::of(score, self.threshold)
+    }
+
+    /// The label of the aggregate of `scores`, taken as one track's frames
+    /// (how the trainer replays a validation video), with its score.
+    pub fn replay_track(&self, scores: impl IntoIterator<Item = f32>) -> Verdict {
+        let mut a = Aggregator::new(*self);
+        for s in scores {
+            a.add(0, s);
+        }
+        a.verdict()
+    }
+}
+
+/// The aggregated score of one track.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrackVerdict {
+    /// Track id.
+    pub id: u32,
+    /// Reported score of the track's window mean: P(fake) when calibrated.
+    pub score: f32,
+    /// Frames scored for the track (in total, not only the window).
+    pub frames: usize,
+    /// The track's own label ([`Label::Unknown`] until it has
+    /// [`Decision::min_frames`] frames).
+    pub label: Label,
+}
+
+/// A video's or stream's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// Real, fake or unknown.
+    pub label: Label,
+    /// Reported score (P(fake) when the bundle is calibrated), `None` when
+    /// no track has a verdict.
+    pub score: Option<f32>,
+    /// The aggregated classifier output before calibration.
+    pub raw: Option<f32>,
+    /// Why the label is unknown (`None` when it is not).
+    pub unknown: Option<Unknown>,
+    /// Per-track scores, by id.
+    pub tracks: Vec<TrackVerdict>,
+}
+
+impl Verdict {
+    /// The verdict of an input that could not be analysed.
+    pub fn error() -> Self {
+        Self {
+            label: Label::Unknown,
+            score: None,
+            raw: None,
+            unknown: Some(Unknown::Error),
+            tracks: Vec::new(),
+        }
+    }
+
+    /// What a person reads: `FAKE  P(fake) 0.93`, `REAL  P(fake) 0.08`
+    /// (`score` instead of `P(fake)` for an uncalibrated bundle), or
+    /// `UNKNOWN  no face`.
+    pub fn describe(&self, calibrated: bool) -> String {
+        describe(self.label, self.score, self.unknown, calibrated)
+    }
+}
+
+/// `FAKE  P(fake) 0.93` / `REAL  score 0.41` / `UNKNOWN  too few frames`.
+pub fn describe(
+    label: Label,
+    score: Option<f32>,
+    unknown: Option<Unknown>,
+    calibrated: bool,
+) -> String {
+    let what = if calibrated { "P(fake)" } else { "score" };
+    match (label, score) {
+        (Label::Unknown, _) | (_, None) => format!(
+            "{}  {}",
+            Label::Unknown.as_upper(),
+            unknown.unwrap_or(Unknown::NoFace).as_str()
+        ),
+        (l, Some(s)) => format!("{}  {what} {s:.2}", l.as_upper()),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TrackScores {
+    id: u32,
+    window: VecDeque<f32>,
+    frames: usize,
+}
+
+/// Collects per-face scores by track and turns them into a [`Verdict`].
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    decision: Decision,
+    tracks: Vec<TrackScores>,
+    all_sum: f64,
+    all_n: usize,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(decision: Decision) -> Self {
+        Self {
+            decision,
+            tracks: Vec::new(),
+            all_sum: 0.0,
+            all_n: 0,
+        }
+    }
+
+    /// The decision in use.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// Adds one face's classifier output to its track.
+    pub fn add(&mut self, track: u32, score: f32) {
+        self.all_sum += f64::from(score);
+        self.all_n += 1;
+        let window = self.decision.window.max(1);
+        let i = match self.tracks.iter().position(|t| t.id == track) {
+            Some(i) => i,
+            None => {
+                self.tracks.push(TrackScores {
+                    id: track,
+                    window: VecDeque::with_capacity(window),
+                    frames: 0,
+                });
+                self.tracks.len() - 1
+            }
+        };
+        let t = &mut self.tracks[i];
+        if t.window.len() == window {
+            t.window.pop_front();
+        }
+        t.window.push_back(score);
+        t.frames += 1;
+    }
+
+    /// Forgets a track (it left the scene in live mode).
+    pub fn remove(&mut self, track: u32) {
+        self.tracks.retain(|t| t.id != track);
+    }
+
+    /// The current verdict.
+    pub fn verdict(&self) -> Verdict {
+        let d = &self.decision;
+        let mut raw_tracks: Vec<(u32, f32, usize)> = self
+            .tracks
+            .iter()
+            .filter(|t| !t.window.is_empty())
+            .map(|t| {
+                let mean = t.window.iter().sum::<f32>() / t.window.len() as f32;
+                (t.id, mean, t.frames)
+            })
+            .collect();
+        raw_tracks.sort_by_key(|t| t.0);
+        let judged = |frames: usize| frames >= d.min_frames.max(1);
+        let longest = raw_tracks.iter().filter(|t| judged(t.2)).map(|t| t.2).max();
+        let raw = match (d.aggregation, longest) {
+            (_, None) => None,
+            (Aggregation::FrameMean, Some(_)) => {
+                (self.all_n > 0).then(|| (self.all_sum / self.all_n as f64) as f32)
+            }
+            (Aggregation::TrackMeanThenMax, Some(longest)) => {
+                let need = d.min_track_frames.min(longest).max(d.min_frames);
+                raw_tracks
+                    .iter()
+                    .filter(|t| t.2 >= need)
+                    .map(|t| t.1)
+                    .reduce(f32::max)
+            }
+        };
+        let tracks: Vec<TrackVerdict> = raw_tracks
+            .iter()
+            .map(|&(id, mean, frames)| {
+                let score = d.probability(mean);
+                TrackVerdict {
+                    id,
+                    score,
+                    frames,
+                    label: if judged(frames) {
+                        d.label(Some(score))
+                    } else {
+                        Label::Unknown
+                    },
+                }
+            })
+            .collect();
+        let score = raw.map(|r| d.probability(r));
+        let unknown = match score {
+            Some(_) => None,
+            None if tracks.is_empty() => Some(Unknown::NoFace),
+            None => Some(Unknown::TooFewFrames),
+        };
+        Verdict {
+            label: d.label(score),
+            score,
+            raw,
+            unknown,
+            tracks,
+        }
+    }
+}
+
+/// Where a label changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole stream (its worst judged track).
+    Stream,
+    /// One track.
+    Track(u32),
+}
+
+/// A label change of a live stream or one of its tracks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelChange {
+    /// Stream or track.
+    pub scope: Scope,
+    /// The new label.
+    pub label: Label,
+    /// The label before (`None` for the first).
+    pub previous: Option<Label>,
+    /// The reported score at the change.
+    pub score: Option<f32>,
+    /// Why the new label is unknown.
+    pub unknown: Option<Unknown>,
+}
+
+/// One label held under [`Hysteresis`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Stable {
+    label: Option<Label>,
+    /// Since when the score has been beyond the band on the other side.
+    beyond_since: Option<Duration>,
+}
+
+impl Stable {
+    /// The label after `score` at time `at`, and whether it changed.
+    fn update(&mut self, d: &Decision, score: Option<f32>, at: Duration) -> (Label, bool) {
+        let h = d.hysteresis;
+        let next = match (self.label, score) {
+            (_, None) => Label::Unknown,
+            (None | Some(Label::Unknown), s) => d.label(s),
+            (Some(cur), Some(s)) => {
+                let other = match cur {
+                    Label::Real if s >= d.threshold + h.margin => Some(Label::Fake),
+                    Label::Fake if s < d.threshold - h.margin => Some(Label::Real),
+                    _ => None,
+                };
+                match other {
+                    None => {
+                        self.beyond_since = None;
+                        cur
+                    }
+                    Some(o) => {
+                        let since = *self.beyond_since.get_or_insert(at);
+                        if at.saturating_sub(since).as_secs_f32() >= h.min_dwell_s {
+                            o
+                        } else {
+                            cur
+                        }
+                    }
+                }
+            }
+        };
+        let changed = self.label != Some(next);
+        if changed {
+            self.label = Some(next);
+            self.beyond_since = None;
+        }
+        (next, changed)
+    }
+}
+
+/// Stable labels of a live stream and its tracks: turns successive
+/// [`Verdict`]s into the labels to show and the [`LabelChange`]s to report.
+#[derive(Debug, Clone, Default)]
+pub struct VerdictStream {
+    stream: Stable,
+    tracks: Vec<(u32, Stable)>,
+}
+
+impl VerdictStream {
+    /// A stream with no label yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies `decision`'s hysteresis to `verdict` at stream time `at`:
+    /// rewrites its labels (stream and tracks) to the held ones and returns
+    /// what changed, tracks first. A track gets its first label once it has
+    /// [`Decision::min_frames`] frames; tracks no longer in the verdict are
+    /// forgotten.
+    pub fn update(
+        &mut self,
+        decision: &Decision,
+        verdict: &mut Verdict,
+        at: Duration,
+    ) -> Vec<LabelChange> {
+        let mut changes = Vec::new();
+        self.tracks
+            .retain(|(id, _)| verdict.tracks.iter().any(|t| t.id == *id));
+        for t in &mut verdict.tracks {
+            if t.frames < decision.min_frames.max(1) {
+                continue;
+            }
+            let i = match self.tracks.iter().position(|(id, _)| *id == t.id) {
+                Some(i) => i,
+                None => {
+                    self.tracks.push((t.id, Stable::default()));
+                    self.tracks.len() - 1
+                }
+            };
+            let s = &mut self.tracks[i].1;
+            let previous = s.label;
+            let (label, changed) = s.update(decision, Some(t.score), at);
+            t.label = label;
+            if changed {
+                changes.push(LabelChange {
+                    scope: Scope::Track(t.id),
+                    label,
+                    previous,
+                    score: Some(t.score),
+                    unknown: None,
+                });
+            }
+        }
+        let previous = self.stream.label;
+        let (label, changed) = self.stream.update(decision, verdict.score, at);
+        verdict.label = label;
+        if changed {
+            changes.push(LabelChange {
+                scope: Scope::Stream,
+                label,
+                previous,
+                score: verdict.score,
+                unknown: verdict.unknown,
+            });
+        }
+        changes
+    }
+
+    /// The held label of a track, if it has one.
+    pub fn track_label(&self, id: u32) -> Option<Label> {
+        self.tracks
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, s)| s.label)
+    }
+
+    /// The held label of the stream, if it has one.
+    pub fn label(&self) -> Option<Label> {
+        self.stream.label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision() -> Decision {
+        Decision {
+            threshold: 0.5,
+            aggregation: Aggregation::TrackMeanThenMax,
+            frames: 25,
+            window: 3,
+            min_track_frames: 2,
+            min_frames: 1,
+            calibration: None,
+            hysteresis: Hysteresis::default(),
+        }
+    }
+
+    #[test]
+    fn worst_track_decides_and_window_slides() {
+        let mut a = Aggregator::new(decision());
+        assert_eq!(a.verdict().label, Label::Unknown);
+        assert_eq!(a.verdict().score, None);
+        assert_eq!(a.verdict().unknown, Some(Unknown::NoFace));
+        for s in [0.1, 0.2, 0.3] {
+            a.add(1, s);
+        }
+        for s in [0.9, 0.7] {
+            a.add(2, s);
+        }
+        let v = a.verdict();
+        assert_eq!(v.label, Label::Fake);
+        assert_eq!(v.unknown, None);
+        assert!((v.score.unwrap() - 0.8).abs() < 1e-6);
+        assert_eq!(v.tracks[0].label, Label::Real);
+        assert_eq!(v.tracks[1].label, Label::Fake);
+        // Window of 3: the 0.1 slides out of track 1.
+        a.add(1, 0.4);
+        assert!((a.verdict().tracks[0].score - 0.3).abs() < 1e-6);
+        assert_eq!(a.verdict().tracks[0].frames, 4);
+        a.remove(2);
+        assert_eq!(a.verdict().label, Label::Real);
+    }
+
+    #[test]
+    fn a_one_frame_track_does_not_outvote_a_long_one() {
+        let mut a = Aggregator::new(decision());
+        a.add(1, 0.2);
+        a.add(1, 0.3);
+        a.add(7, 0.99);
+        assert_eq!(a.verdict().label, Label::Real);
+        // With only short tracks, the worst one counts.
+        let mut b = Aggregator::new(decision());
+        b.add(3, 0.2);
+        b.add(4, 0.8);
+        assert_eq!(b.verdict().score, Some(0.8));
+    }
+
+    #[test]
+    fn too_few_frames_is_unknown_with_its_reason() {
+        let mut d = decision();
+        d.min_frames = 3;
+        let mut a = Aggregator::new(d);
+        a.add(1, 0.9);
+        a.add(1, 0.9);
+        let v = a.verdict();
+        assert_eq!(v.label, Label::Unknown);
+        assert_eq!(v.unknown, Some(Unknown::TooFewFrames));
+        assert_eq!(v.tracks[0].label, Label::Unknown);
+        assert_eq!(v.describe(true), "UNKNOWN  too few frames");
+        a.add(1, 0.9);
+        assert_eq!(a.verdict().label, Label::Fake);
+        assert_eq!(a.verdict().describe(true), "FAKE  P(fake) 0.90");
+        assert_eq!(Verdict::error().describe(true), "UNKNOWN  error");
+    }
+
+    #[test]
+    fn frame_mean_and_parsing() {
+        let mut d = decision();
+        d.aggregation = "frame_mean".parse().unwrap();
+        let mut a = Aggregator::new(d);
+        a.add(1, 0.2);
+        a.add(2, 0.6);
+        assert!((a.verdict().score.unwrap() - 0.4).abs() < 1e-6);
+        assert!("max".parse::<Aggregation>().is_err());
+        assert_eq!(Label::of(Some(0.5), 0.5), Label::Fake);
+        assert_eq!(Label::of(Some(0.49), 0.5).as_str(), "real");
+        assert_eq!(Aggregation::FrameMean.as_str(), "frame_mean");
+    }
+
+    #[test]
+    fn calibration_maps_raw_scores_monotonically_and_keeps_raw() {
+        let mut d = decision();
+        d.calibration = Some(Calibration::Platt { a: 2.0, b: -1.0 });
+        let mut a = Aggregator::new(d);
+        a.add(1, 0.5);
+        let v = a.verdict();
+        // logit(0.5) = 0 → σ(-1) = 0.2689.
+        assert!((v.score.unwrap() - 0.268_941_4).abs() < 1e-5, "{v:?}");
+        assert_eq!(v.raw, Some(0.5));
+        assert_eq!(v.label, Label::Real);
+        assert!((v.tracks[0].score - v.score.unwrap()).abs() < 1e-7);
+        let c = Calibration::Platt { a: 1.5, b: 0.3 };
+        let mut last = 0.0;
+        for i in 0..=100 {
+            let p = c.apply(i as f32 / 100.0);
+            assert!(p >= last && (0.0..=1.0).contains(&p));
+            last = p;
+        }
+        assert!(Calibration::Platt { a: -1.0, b: 0.0 }.validate().is_err());
+        assert!(Calibration::Platt {
+            a: f32::NAN,
+            b: 0.0
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn bundle_section_parses_and_validates() {
+        let old: DecisionSpec = serde_json::from_str(
+            r#"{"threshold": 0.88, "aggregation": "track_mean_then_max", "frames": 25}"#,
+        )
+        .unwrap();
+        let d = Decision::from_spec(Some(&old));
+        assert_eq!(d.calibration, None);
+        assert_eq!(d.hysteresis, Hysteresis::default());
+        assert_eq!(d.threshold, 0.88);
+        let new: DecisionSpec = serde_json::from_str(
+            r#"{"threshold": 0.5, "aggregation": "frame_mean", "frames": 10,
+                "calibration": {"kind": "platt", "a": 1.2, "b": -0.1},
+                "hysteresis": {"margin": 0.1, "min_dwell_s": 5}}"#,
+        )
+        .unwrap();
+        new.validate().unwrap();
+        assert_eq!(
+            Decision::from_spec(Some(&new)).calibration,
+            Some(Calibration::Platt { a: 1.2, b: -0.1 })
+        );
+        let back: DecisionSpec =
+            serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+        for bad in [
+            r#"{"threshold": 0.5, "aggregation": "max", "frames": 10}"#,
+            r#"{"threshold": 0.5, "aggregation": "frame_mean", "frames": 10,
+                "calibration": {"kind": "isotonic"}}"#,
+            r#"{"threshold": 0.5, "aggregation": "frame_mean", "frames": 10,
+                "calibration": {"kind": "platt", "a": 1, "b": 0, "c": 2}}"#,
+        ] {
+            assert!(serde_json::from_str::<DecisionSpec>(bad).is_err(), "{bad}");
+        }
+        let mut s = new.clone();
+        s.threshold = 1.5;
+        assert!(s.validate().is_err());
+        let mut s = new.clone();
+        s.hysteresis = Some(Hysteresis {
+            margin: 0.6,
+            min_dwell_s: 1.0,
+        });
+        assert!(s.validate().is_err());
+        let mut s = new;
+        s.calibration = Some(Calibration::Platt { a: 0.0, b: 0.0 });
+        assert!(s.validate().is_err());
+        let mut d = Decision::default();
+        assert!(d.set_threshold(-0.1).is_err());
+        assert!(d.set_frames(0).is_err());
+        d.set_threshold(0.7).unwrap();
+        assert_eq!(d.threshold, 0.7);
+    }
+
+    /// A score hovering around the threshold flips the plain label on every
+    /// crossing; with hysteresis it holds.
+    #[test]
+    fn hysteresis_and_dwell_hold_a_hovering_label() {
+        let hover = [0.48, 0.52, 0.47, 0.53, 0.49, 0.51, 0.46, 0.54];
+        let count = |h: Hysteresis| {
+            let mut d = decision();
+            d.hysteresis = h;
+            let mut s = VerdictStream::new();
+            let mut n = 0;
+            for (i, &p) in hover.iter().enumerate() {
+                let mut a = Aggregator::new(Decision { window: 1, ..d });
+                a.add(1, p);
+                let mut v = a.verdict();
+                let at = Duration::from_secs(i as u64);
+                n += s
+                    .update(&d, &mut v, at)
+                    .iter()
+                    .filter(|c| c.scope == Scope::Stream && c.previous.is_some())
+                    .count();
+            }
+            n
+        };
+        assert_eq!(count(Hysteresis::default()), 7);
+        let band = Hysteresis {
+            margin: 0.05,
+            min_dwell_s: 0.0,
+        };
+        assert_eq!(count(band), 0);
+        // Dwell alone: no crossing lasts 3 s.
+        let dwell = Hysteresis {
+            margin: 0.0,
+            min_dwell_s: 3.0,
+        };
+        assert_eq!(count(dwell), 0);
+        // A crossing that lasts does change the label, once it has lasted.
+        let mut d = decision();
+        d.hysteresis = dwell;
+        let mut s = VerdictStream::new();
+        let mut labels = Vec::new();
+        for (t, p) in [0.2, 0.7, 0.7, 0.3, 0.7, 0.7, 0.7, 0.7]
+            .into_iter()
+            .enumerate()
+        {
+            let mut a = Aggregator::new(d);
+            a.add(1, p);
+            let mut v = a.verdict();
+            s.update(&d, &mut v, Duration::from_secs(t as u64));
+            labels.push(v.label);
+        }
+        use Label::{Fake as F, Real as R};
+        assert_eq!(labels, [R, R, R, R, R, R, R, F]);
+        // A clear change still goes through once the dwell has passed.
+        let mut d = decision();
+        d.hysteresis = band;
+        let mut s = VerdictStream::new();
+        let step = |s: &mut VerdictStream, p: f32, t: u64| {
+            let mut a = Aggregator::new(d);
+            a.add(1, p);
+            let mut v = a.verdict();
+            let c = s.update(&d, &mut v, Duration::from_secs(t));
+            (v.label, c)
+        };
+        let (l, c) = step(&mut s, 0.2, 0);
+        assert_eq!(l, Label::Real);
+        assert_eq!(c.len(), 2, "first labels of the track and the stream");
+        assert_eq!(step(&mut s, 0.54, 1).0, Label::Real);
+        let (l, c) = step(&mut s, 0.56, 2);
+        assert_eq!(l, Label::Fake);
+        assert_eq!(c[1].previous, Some(Label::Real));
+        assert_eq!(s.track_label(1), Some(Label::Fake));
+        assert_eq!(step(&mut s, 0.46, 3).0, Label::Fake);
+        assert_eq!(step(&mut s, 0.44, 4).0, Label::Real);
+        // The face leaves: the stream is unknown at once, the track forgotten.
+        let mut v = Aggregator::new(d).verdict();
+        let c = s.update(&d, &mut v, Duration::from_secs(5));
+        assert_eq!(v.label, Label::Unknown);
+        assert_eq!(c[0].unknown, Some(Unknown::NoFace));
+        assert_eq!(s.track_label(1), None);
+    }
+}
