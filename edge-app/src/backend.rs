@@ -1,12 +1,8 @@
 //! `--backend`: which inference backend runs the bundle's models.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-
-use anyhow::Result;
 use clap::Args;
-use fakewatch_sdk::backend::{Backend, TractBackend};
 use fakewatch_sdk::runtime::BackendSpec;
+use std::path::PathBuf;
 
 /// Backend options shared by every command.
 #[derive(Args, Debug, Clone, Default)]
@@ -32,9 +28,6 @@ pub struct BackendArgs {
     pub trt_fp32: bool,
 }
 
-static BACKEND: OnceLock<Arc<dyn Backend>> = OnceLock::new();
-static ARGS: OnceLock<BackendArgs> = OnceLock::new();
-
 impl BackendArgs {
     /// The SDK's backend description (`--backend`, else `FAKEWATCH_BACKEND`,
     /// else tract).
@@ -52,27 +45,4 @@ impl BackendArgs {
             trt_fp32: self.trt_fp32,
         }
     }
-}
-
-/// Sets up the backend once, before any command runs.
-pub fn init(args: &BackendArgs) -> Result<()> {
-    let backend = args.spec(None).open()?;
-    log::info!("inference backend: {}", backend.name());
-    let _ = BACKEND.set(backend);
-    let _ = ARGS.set(args.clone());
-    Ok(())
-}
-
-/// The backend chosen by [`init`] (tract when none was).
-pub fn backend() -> Arc<dyn Backend> {
-    BACKEND
-        .get()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(TractBackend))
-}
-
-/// Another backend by name, with the same options (for `bench --compare`).
-pub fn named(name: &str) -> Result<Arc<dyn Backend>> {
-    let args = ARGS.get().cloned().unwrap_or_default();
-    Ok(args.spec(Some(name)).open()?)
 }

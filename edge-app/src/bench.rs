@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::AppContext;
 use clap::{Args, ValueEnum};
 use embedded_graphics::pixelcolor::Rgb888;
 use fakewatch_sdk::backend::{tract_flops, tract_peak_flops, ShapePolicy};
@@ -361,8 +363,14 @@ fn write_clip(_: &image::RgbImage, _: u32, _: u32, _: u32, _: &Path) -> Result<(
 }
 
 /// `fakewatch run` on `clip` in a child process; its events.
-fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Value> {
-    let events = live_events(clip, bundle, threads, dir, &[])?;
+fn live_run(
+    ctx: &AppContext,
+    clip: &Path,
+    bundle: &Path,
+    threads: usize,
+    dir: &Path,
+) -> Result<Value> {
+    let events = live_events(ctx, clip, bundle, threads, dir, &[])?;
     events
         .into_iter()
         .find(|v| v["event"] == "summary")
@@ -371,6 +379,7 @@ fn live_run(clip: &Path, bundle: &Path, threads: usize, dir: &Path) -> Result<Va
 
 /// Runs `fakewatch run --source clip` with `extra` arguments; all its events.
 fn live_events(
+    ctx: &AppContext,
     clip: &Path,
     bundle: &Path,
     threads: usize,
@@ -389,8 +398,8 @@ fn live_events(
         Err(e) => return Err(e).with_context(|| format!("removing {}", events.display())),
     }
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    if let Some(k) = crate::bundle_key() {
-        cmd.arg("--bundle-key").arg(k);
+    if let Some(k) = ctx.bundle_key() {
+        cmd.arg("--bundle-key").arg(k.to_string());
     }
     let out = cmd
         .arg("run")
@@ -424,6 +433,7 @@ fn live_events(
 
 /// The soak: a looping paced clip for `secs`, RSS sampled from `stats` events.
 fn soak(
+    ctx: &AppContext,
     a: &BenchArgs,
     p: &Perception,
     bundle: &Path,
@@ -448,7 +458,7 @@ fn soak(
     ]
     .into();
     let started = Instant::now();
-    let events = live_events(&clip, bundle, threads, work, &extra)?;
+    let events = live_events(ctx, &clip, bundle, threads, work, &extra)?;
     let samples: Vec<(f64, f64)> = events
         .iter()
         .filter(|v| v["event"] == "stats")
@@ -630,7 +640,8 @@ fn reference_run(
     Ok((frames, videos))
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
+/// Runs `fakewatch bench`.
+pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
@@ -664,7 +675,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "--faces must be in 1..=30"
     );
     let dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = crate::load_bundle(&dir)?;
+    let bundle = ctx.load_bundle(&dir)?;
     let policies: Vec<(&str, ShapePolicy)> = {
         let per_shape = (
             "per-shape",
@@ -684,32 +695,32 @@ pub fn run(a: BenchArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&work)?;
     if let Some(secs) = a.soak {
-        let mut p = Perception::from_bundle(&bundle, &*crate::backend::backend())?;
+        let mut p = Perception::from_bundle(&bundle, ctx.backend())?;
         p.set_threads(threads);
-        let r = soak(&a, &p, &dir, threads, secs, &work);
+        let r = soak(ctx, &a, &p, &dir, threads, secs, &work);
         if a.work_dir.is_none() {
             let _ = std::fs::remove_dir_all(&work);
         }
         return r;
     }
     // Only the stage figures need the scorer and the FLOP counts.
-    let scorer = Scorer::from_bundle(&bundle, &*crate::backend::backend())
+    let scorer = Scorer::from_bundle(&bundle, ctx.backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
     let fl = flops(&bundle)?;
     if !a.json {
         println!(
             "{}, {threads} thread(s); peak f32 matmul {:.1} GFLOP/s per core \
              (floor = FLOPs / (peak x threads used))",
-            crate::backend::backend().name(),
+            ctx.backend().name(),
             fl.peak * 1e-9
         );
     }
     for (plan_name, policy) in policies {
-        let mut p = Perception::from_bundle_with(&bundle, &*crate::backend::backend(), policy)?;
+        let mut p = Perception::from_bundle_with(&bundle, ctx.backend(), policy)?;
         p.set_threads(threads);
         let mut others = Vec::new();
         for name in &a.compare {
-            let be = crate::backend::named(name)?;
+            let be = ctx.named_backend(name)?;
             let mut q = Perception::from_bundle_with(&bundle, &*be, policy)?;
             q.set_threads(threads);
             let sc = Scorer::from_bundle(&bundle, &*be)?;
@@ -746,7 +757,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         for (name, frame, canvas) in &cases {
             let s = measure_stages(&p, &scorer, frame, a.runs, &fl)?;
             let mut obj = json!({
-                "case": name, "backend": crate::backend::backend().name(), "pnet_plans": plan_name, "threads": threads,
+                "case": name, "backend": ctx.backend().name(), "pnet_plans": plan_name, "threads": threads,
                 "width": frame.width(), "height": frame.height(), "faces": s.faces,
                 "candidates": s.candidates, "runs": a.runs,
                 "total_ms": s.total, "fps": 1e3 / s.total,
@@ -777,7 +788,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     let det = fakewatch_sdk::DeepfakeDetector::builder(&bundle)
                         .threads(threads)
                         .decision(d)
-                        .build(&*crate::backend::backend())?;
+                        .build(ctx.backend())?;
                     let input = clip.to_string_lossy().into_owned();
                     crate::scan::scan_one(&det, input.clone()); // warm-up
                     let mut secs = Vec::new();
@@ -796,7 +807,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                                          "videos_per_minute": 60.0 / sec});
                 }
                 if a.live {
-                    let summary = live_run(&clip, &dir, threads, &work)?;
+                    let summary = live_run(ctx, &clip, &dir, threads, &work)?;
                     obj["live"] = summary;
                 }
                 clips.push(clip);

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use crate::AppContext;
 use clap::Args;
 use embedded_graphics::pixelcolor::Rgb888;
 use fakewatch_sdk::{Detection, Frame, Perception};
@@ -43,10 +45,11 @@ pub struct FacesArgs {
     detect_threshold: Option<f32>,
 }
 
-pub fn run(a: FacesArgs) -> Result<()> {
+/// Runs `fakewatch faces`.
+pub fn run(a: FacesArgs, ctx: &AppContext) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = crate::load_bundle(&dir)?;
-    let mut perception = Perception::from_bundle(&bundle, &*crate::backend::backend())?;
+    let bundle = ctx.load_bundle(&dir)?;
+    let mut perception = Perception::from_bundle(&bundle, ctx.backend())?;
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+
+use crate::AppContext;
 use clap::Args;
 use fakewatch_sdk::verdict::{describe, Unknown};
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
@@ -77,9 +79,10 @@ impl ScanResult {
     }
 }
 
-pub fn run(a: ScanArgs) -> Result<()> {
+/// Runs `fakewatch scan`.
+pub fn run(a: ScanArgs, ctx: &AppContext) -> Result<()> {
     let dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = crate::load_bundle(&dir)?;
+    let bundle = ctx.load_bundle(&dir)?;
     let threads = a
         .threads
         .unwrap_or_else(fakewatch_sdk::parallel::available_threads);
@@ -94,7 +97,7 @@ pub fn run(a: ScanArgs) -> Result<()> {
     let detector = DeepfakeDetector::builder(&bundle)
         .threads(threads)
         .decision(decision)
-        .build(&*crate::backend::backend())
+        .build(ctx.backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
     crate::release_free_memory();
     let calibrated = decision.is_calibrated();

@@ -1,12 +1,11 @@
 //! `fakewatch run --config` settings (TOML, or JSON by byte 0's low bit):
-//! edge-app's settings module compiled as is. Errors are fine; panics are not.
+//! edge-app's settings parser, called through its library. Errors are fine;
+//! panics are not.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)]
-#[path = "../../edge-app/src/live/config.rs"]
-mod config;
+use fakewatch_edge::live::config;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

@@ -26,6 +26,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::AppContext;
 use fakewatch_sdk::detector::Session;
 use fakewatch_sdk::frame::BufferPool;
 use fakewatch_sdk::verdict::{Scope, TrackVerdict, Unknown, Verdict};
@@ -340,7 +342,7 @@ fn median(v: &[f64]) -> Option<f64> {
 }
 
 /// Runs a live source until it ends or the process is stopped.
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
     let a = args.merged()?;
     let source = a
         .source
@@ -360,7 +362,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let pace = !a.no_pace;
 
     let bundle_dir = crate::find_bundle(a.bundle.clone())?;
-    let bundle = crate::load_bundle(&bundle_dir)?;
+    let bundle = ctx.load_bundle(&bundle_dir)?;
     if bundle.manifest().classifier.is_none() {
         bail!(
             "bundle {} has no classifier: `run` needs a trained bundle (models/default)",
@@ -382,7 +384,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let detector = DeepfakeDetector::builder(&bundle)
         .threads(threads)
         .decision(decision)
-        .build(&*crate::backend::backend())?;
+        .build(ctx.backend())?;
     crate::release_free_memory();
 
     let spool = SpoolConfig {
@@ -508,7 +510,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 break;
             }
             let c = match queue.pop(Duration::from_millis(100)) {
-                Err(()) => {
+                Err(source::QueueClosed) => {
                     // A signal also stops the capture thread, which closes the
                     // queue: that may be seen here before the check above.
                     if stop.load(Ordering::SeqCst) {

@@ -253,10 +253,10 @@ impl FrameQueue {
     }
 
     /// The oldest queued frame; waits up to `timeout`. `Ok(None)` on timeout,
-    /// `Err(())` once closed and empty.
-    pub fn pop(&self, timeout: Duration) -> std::result::Result<Option<Captured>, ()> {
+    /// `Err(QueueClosed)` once closed and empty.
+    pub fn pop(&self, timeout: Duration) -> std::result::Result<Option<Captured>, QueueClosed> {
         let Ok(mut s) = self.state.lock() else {
-            return Err(());
+            return Err(QueueClosed);
         };
         let deadline = Instant::now() + timeout;
         loop {
@@ -266,7 +266,7 @@ impl FrameQueue {
                 return Ok(Some(c));
             }
             if s.closed {
-                return Err(());
+                return Err(QueueClosed);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -274,7 +274,7 @@ impl FrameQueue {
             }
             s = match self.cond.wait_timeout(s, left) {
                 Ok((g, _)) => g,
-                Err(_) => return Err(()),
+                Err(_) => return Err(QueueClosed),
             };
         }
     }
@@ -287,6 +287,10 @@ impl FrameQueue {
         self.cond.notify_all();
     }
 }
+
+/// [`FrameQueue::pop`] on a queue that is closed and empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueClosed;
 
 /// Something that yields frames.
 pub(super) trait FrameSource {
