@@ -3,7 +3,6 @@
 //! &AppContext)`; the binary (`main.rs`) only parses arguments and builds the
 //! context. Fuzz targets and tests call these modules directly.
 
-pub mod backend;
 pub mod bench;
 pub mod faces;
 pub mod inputs;
@@ -17,19 +16,20 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use fakewatch_sdk::backend::Backend;
 use fakewatch_sdk::bundle::{Bundle, PublicKey};
+use fakewatch_sdk::runtime::BackendArgs;
 
 /// What every command runs with: the inference backend, the options it was
 /// opened with, and the key bundles must be signed with.
 pub struct AppContext {
     backend: Arc<dyn Backend>,
-    backend_args: backend::BackendArgs,
+    backend_args: BackendArgs,
     bundle_key: Option<PublicKey>,
 }
 
 impl AppContext {
     /// Opens the backend `backend_args` names; `bundle_key`: refuse bundles
     /// not signed with it.
-    pub fn new(backend_args: backend::BackendArgs, bundle_key: Option<PublicKey>) -> Result<Self> {
+    pub fn new(backend_args: BackendArgs, bundle_key: Option<PublicKey>) -> Result<Self> {
         let backend = backend_args.spec(None).open()?;
         log::info!("inference backend: {}", backend.name());
         Ok(Self {

@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fakewatch_edge::{backend, bench, faces, live, scan, AppContext};
+use fakewatch_edge::{bench, faces, live, scan, AppContext};
+use fakewatch_sdk::runtime::BackendArgs;
 
 #[derive(Parser)]
 #[command(
@@ -18,7 +19,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "HEX|FILE")]
     bundle_key: Option<String>,
     #[command(flatten)]
-    backend: backend::BackendArgs,
+    backend: BackendArgs,
     #[command(subcommand)]
     command: Command,
 }
