@@ -11,7 +11,7 @@ use nokhwa::utils::{
 };
 use nokhwa::Camera;
 
-use super::source::{FrameSource, Size};
+use super::frames::{FrameSource, Size};
 
 /// Frame rate asked for when only a size is given.
 const DEFAULT_CAMERA_FPS: u32 = 30;

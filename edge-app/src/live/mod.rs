@@ -14,6 +14,7 @@
 pub mod camera;
 pub mod config;
 pub mod events;
+pub mod frames;
 pub mod http;
 pub mod mqtt;
 pub mod sinks;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use fakewatch_sdk::Frame;
 
-use super::source::Size;
+use super::frames::Size;
 
 /// A parsed `--sink`.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,7 @@ use fakewatch_sdk::{Frame, FrameRef, PixelFormat};
 use serde_json::json;
 
 use super::events::EventHub;
+pub use super::frames::{FrameSource, Size};
 use crate::inputs::is_image;
 
 /// Frame rate assumed for sources that state none (image directories, stdin).
@@ -46,29 +47,6 @@ impl std::str::FromStr for RawFormat {
             "yuyv" | "yuy2" => Ok(Self::Yuyv),
             o => bail!("unknown raw format {o:?} (rgb24 or yuyv)"),
         }
-    }
-}
-
-/// Width × height, written `WxH`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-}
-
-impl std::str::FromStr for Size {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let (w, h) = s
-            .split_once(['x', 'X'])
-            .with_context(|| format!("size {s:?}: expected WxH"))?;
-        let (width, height) = (w.trim().parse()?, h.trim().parse()?);
-        if width == 0 || height == 0 {
-            bail!("size {s:?}: zero side");
-        }
-        Ok(Self { width, height })
     }
 }
 
@@ -291,14 +269,6 @@ impl FrameQueue {
 /// [`FrameQueue::pop`] on a queue that is closed and empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueClosed;
-
-/// Something that yields frames.
-pub(super) trait FrameSource {
-    /// The next frame; `None` at the end.
-    fn next(&mut self) -> Result<Option<Frame>>;
-    /// The source's frame rate, when it states one.
-    fn fps(&self) -> Option<f64>;
-}
 
 struct ImageSource {
     files: Vec<PathBuf>,

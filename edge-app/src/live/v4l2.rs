@@ -11,7 +11,7 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
-use super::source::Size;
+use super::frames::Size;
 
 /// Formats this source decodes, in order of preference.
 pub const PREFERRED: &[&str] = &["MJPG", "YUYV", "NV12"];
