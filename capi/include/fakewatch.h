@@ -101,6 +101,16 @@ struct FwDetector *fw_open(const char *bundle_dir);
 // `fakewatch-train keygen`; checked before anything in the bundle is used).
 struct FwDetector *fw_open_signed(const char *bundle_dir, const char *public_key_hex);
 
+// As [`fw_open_signed`] with a chosen inference backend: `backend` is
+// `"tract"` (pure Rust; also when NULL) or, in a library built with the
+// `ort` feature, `"ort-cpu"`, `"ort-cuda"` or `"ort-tensorrt"` (onnxruntime
+// from `ORT_DYLIB_PATH`; a provider that cannot be used falls back to
+// onnxruntime's CPU with a warning). `public_key_hex` may be NULL (unsigned
+// bundles accepted). Returns `NULL` on error (see [`fw_last_error`]).
+struct FwDetector *fw_open_with(const char *bundle_dir,
+                                const char *public_key_hex,
+                                const char *backend);
+
 // Closes a detector (`NULL` is ignored).
 void fw_close(struct FwDetector *detector);
 

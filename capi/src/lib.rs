@@ -22,9 +22,10 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use fakewatch_sdk::backend::TractBackend;
+use fakewatch_sdk::backend::{Backend, TractBackend};
 use fakewatch_sdk::bundle::{Bundle, PublicKey};
 use fakewatch_sdk::detector::Session;
+use fakewatch_sdk::runtime::BackendSpec;
 use fakewatch_sdk::{DeepfakeDetector, FrameRef, Label, PixelFormat};
 
 /// Pixel layouts accepted by [`fw_push_frame`].
@@ -180,6 +181,39 @@ pub unsafe extern "C" fn fw_open_signed(
     })
 }
 
+/// As [`fw_open_signed`] with a chosen inference backend: `backend` is
+/// `"tract"` (pure Rust; also when NULL) or, in a library built with the
+/// `ort` feature, `"ort-cpu"`, `"ort-cuda"` or `"ort-tensorrt"` (onnxruntime
+/// from `ORT_DYLIB_PATH`; a provider that cannot be used falls back to
+/// onnxruntime's CPU with a warning). `public_key_hex` may be NULL (unsigned
+/// bundles accepted). Returns `NULL` on error (see [`fw_last_error`]).
+#[no_mangle]
+pub unsafe extern "C" fn fw_open_with(
+    bundle_dir: *const c_char,
+    public_key_hex: *const c_char,
+    backend: *const c_char,
+) -> *mut FwDetector {
+    guard(std::ptr::null_mut(), || {
+        let name = if backend.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the caller passes a NUL-terminated string.
+            unsafe { CStr::from_ptr(backend) }
+                .to_str()
+                .map_err(|_| "backend is not UTF-8".to_string())?
+                .to_string()
+        };
+        let backend = BackendSpec {
+            name,
+            ..BackendSpec::default()
+        }
+        .open()
+        .map_err(|e| e.to_string())?;
+        // SAFETY: forwarded from the caller.
+        unsafe { open_on(bundle_dir, public_key_hex, backend.as_ref()) }
+    })
+}
+
 /// Opens a bundle, checking its signature when `key_hex` is not NULL.
 ///
 /// # Safety
@@ -187,6 +221,19 @@ pub unsafe extern "C" fn fw_open_signed(
 unsafe fn open(
     bundle_dir: *const c_char,
     key_hex: *const c_char,
+) -> Result<*mut FwDetector, String> {
+    // SAFETY: forwarded from the caller.
+    unsafe { open_on(bundle_dir, key_hex, &TractBackend) }
+}
+
+/// [`open`] on `backend`.
+///
+/// # Safety
+/// Both pointers are NULL or NUL-terminated strings.
+unsafe fn open_on(
+    bundle_dir: *const c_char,
+    key_hex: *const c_char,
+    backend: &dyn Backend,
 ) -> Result<*mut FwDetector, String> {
     if bundle_dir.is_null() {
         return Err("bundle_dir is NULL".into());
@@ -214,7 +261,7 @@ unsafe fn open(
     }
     let det = DeepfakeDetector::builder(&bundle)
         .threads(fakewatch_sdk::parallel::available_threads())
-        .build(&TractBackend)
+        .build(backend)
         .map_err(|e| e.to_string())?;
     Ok(Box::into_raw(Box::new(FwDetector {
         session: det.live_session(),
@@ -386,6 +433,23 @@ mod tests {
             );
             fw_close(std::ptr::null_mut());
             assert_eq!(err(), "");
+            // A backend name is checked before the bundle is read.
+            let nope = CString::new("nope").unwrap();
+            assert!(fw_open_with(missing.as_ptr(), std::ptr::null(), nope.as_ptr()).is_null());
+            assert!(err().contains("unknown backend \"nope\""), "{}", err());
+            let bad_key = CString::new("zz").unwrap();
+            let tract = CString::new("tract").unwrap();
+            assert!(fw_open_with(missing.as_ptr(), bad_key.as_ptr(), tract.as_ptr()).is_null());
+            assert!(err().contains("64 hex digits"), "{}", err());
+            // The repository's default bundle opens on the named backend.
+            let default =
+                CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/default")).unwrap();
+            let d = fw_open_with(default.as_ptr(), std::ptr::null(), tract.as_ptr());
+            assert!(!d.is_null(), "{}", err());
+            let mut v = std::mem::zeroed::<FwVerdict>();
+            assert_eq!(fw_verdict(d, &mut v), 0);
+            assert_eq!((v.label, v.frames), (FwLabel::Unknown, 0));
+            fw_close(d);
             let v = CStr::from_ptr(fw_version()).to_str().unwrap();
             assert_eq!(v, env!("CARGO_PKG_VERSION"));
         }
