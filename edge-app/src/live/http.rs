@@ -65,7 +65,9 @@ pub struct Status {
     pub source: String,
     /// Stream label.
     pub label: &'static str,
-    /// Stream P(fake).
+    /// Why the stream label is unknown (`no face`, `too few frames`).
+    pub unknown: Option<&'static str>,
+    /// Stream P(fake) (the raw score for an uncalibrated bundle).
     pub score: Option<f32>,
     /// Tracks on screen.
     pub tracks: Vec<TrackStatus>,
@@ -572,15 +574,16 @@ img{max-width:100%;margin-top:.5rem;border:1px solid #333}
 <h1>fakewatch</h1>
 <div>stream: <span id="verdict" class="unknown">unknown</span> <span id="score"></span></div>
 <div id="figures">waiting for the first frame…</div>
-<table><thead><tr><th>track</th><th>verdict</th><th>score</th><th>frames</th></tr></thead><tbody id="tracks"></tbody></table>
+<table><thead><tr><th>track</th><th>verdict</th><th>P(fake)</th><th>frames</th></tr></thead><tbody id="tracks"></tbody></table>
 <img id="preview" alt="live preview">
 <script>
 function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
 async function tick(){
   try{
     const s=await (await fetch('/status.json'+location.search,{cache:'no-store'})).json();
-    const v=document.getElementById('verdict');v.textContent=s.label;v.className=s.label;
-    document.getElementById('score').textContent='P(fake) '+fmt(s.score);
+    const v=document.getElementById('verdict');v.className=s.label;
+    v.textContent=s.label.toUpperCase()+(s.unknown?' ('+s.unknown+')':'');
+    document.getElementById('score').textContent=s.score===null?'':'P(fake) '+fmt(s.score);
     document.getElementById('figures').textContent=
       `source ${s.source} · ${s.input_fps.toFixed(1)} fps in · ${s.processed_fps.toFixed(1)} fps processed · `+
       `${s.frames_processed} frames · ${s.dropped} dropped · analysis ${s.analysis_latency_ms.toFixed(0)} ms`+

@@ -773,7 +773,7 @@ fn status(
     hub: &EventHub,
     idle: bool,
 ) -> Status {
-    let (tracks, label, score, analyzed, latency) = match state.lock() {
+    let (tracks, label, unknown, score, analyzed, latency) = match state.lock() {
         Ok(s) => (
             s.tracks
                 .iter()
@@ -785,11 +785,12 @@ fn status(
                 })
                 .collect(),
             s.label.unwrap_or(Label::Unknown).as_str(),
+            s.unknown.map(Unknown::as_str),
             s.score,
             s.analyzed,
             s.last_latency,
         ),
-        Err(_) => (Vec::new(), "unknown", None, 0, Duration::ZERO),
+        Err(_) => (Vec::new(), "unknown", None, None, 0, Duration::ZERO),
     };
     let stale = out
         .last_frame
@@ -797,6 +798,7 @@ fn status(
     Status {
         source: source.into(),
         label,
+        unknown,
         score,
         tracks,
         frames_in: cstats.frames_in.load(Ordering::Relaxed),
