@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::AppContext;
 use clap::Args;
-use fakewatch_sdk::verdict::{describe, Unknown};
+use fakewatch_sdk::verdict::{describe, Unknown, Verdict};
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
 use serde::Serialize;
 
@@ -65,16 +65,17 @@ pub(crate) struct ScanResult {
 
 impl ScanResult {
     fn failed(input: String, kind: &'static str, e: &anyhow::Error) -> Self {
+        let failed = Verdict::error();
         Self {
             input,
             kind,
             frames: 0,
             faces: 0,
             score: None,
-            label: Label::Unknown.as_str(),
+            label: failed.label.as_str(),
             tracks: Vec::new(),
             error: Some(format!("{e:#}")),
-            verdict: (Label::Unknown, Some(Unknown::Error)),
+            verdict: (failed.label, failed.unknown),
         }
     }
 }
@@ -158,11 +159,11 @@ pub(crate) fn scan_one(detector: &Arc<DeepfakeDetector>, input: String) -> ScanR
 }
 
 fn print_human(r: &ScanResult, calibrated: bool) {
+    let verdict = describe(r.verdict.0, r.score, r.verdict.1, calibrated);
     match &r.error {
-        Some(e) => println!("{:<24} {}  ({e})", "UNKNOWN  error", r.input),
+        Some(e) => println!("{verdict:<24} {}  ({e})", r.input),
         None => println!(
-            "{:<24} {}  ({} frames, {} faces, {} tracks)",
-            describe(r.verdict.0, r.score, r.verdict.1, calibrated),
+            "{verdict:<24} {}  ({} frames, {} faces, {} tracks)",
             r.input,
             r.frames,
             r.faces,

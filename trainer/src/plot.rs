@@ -135,18 +135,20 @@ fn save(f: &Frame, path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Both axes over `0..=1` (ROC, reliability).
+const UNIT_SQUARE: Axes = Axes {
+    x0: 0.0,
+    x1: 1.0,
+    y0: 0.0,
+    y1: 1.0,
+};
+
 /// ROC curves: each series is a name and its `(fpr, tpr)` points.
 pub fn roc(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let ax = Axes {
-        x0: 0.0,
-        x1: 1.0,
-        y0: 0.0,
-        y1: 1.0,
-    };
     lines(
         path,
         title,
-        &ax,
+        &UNIT_SQUARE,
         ("false positive rate", "true positive rate"),
         series,
         true,
@@ -157,16 +159,10 @@ pub fn roc(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Re
 /// A reliability diagram: per series, the `(mean predicted P(fake), share
 /// fake)` point of each bin, over the diagonal of perfect calibration.
 pub fn reliability(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let ax = Axes {
-        x0: 0.0,
-        x1: 1.0,
-        y0: 0.0,
-        y1: 1.0,
-    };
     lines(
         path,
         title,
-        &ax,
+        &UNIT_SQUARE,
         ("predicted P(fake)", "observed share fake"),
         series,
         true,
