@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::AppContext;
 use clap::Args;
+use fakewatch_sdk::sampling::VideoInfo;
 use fakewatch_sdk::verdict::{describe, Unknown, Verdict};
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
 use serde::Serialize;
@@ -53,6 +54,9 @@ pub(crate) struct ScanResult {
     pub(crate) input: String,
     kind: &'static str,
     pub(crate) frames: usize,
+    /// Frames asked for (1 for an image): more than `frames` when the video
+    /// is shorter or could not be sampled as asked.
+    frames_requested: usize,
     faces: usize,
     score: Option<f32>,
     label: &'static str,
@@ -64,12 +68,13 @@ pub(crate) struct ScanResult {
 }
 
 impl ScanResult {
-    fn failed(input: String, kind: &'static str, e: &anyhow::Error) -> Self {
+    fn failed(input: String, kind: &'static str, requested: usize, e: &anyhow::Error) -> Self {
         let failed = Verdict::error();
         Self {
             input,
             kind,
             frames: 0,
+            frames_requested: requested,
             faces: 0,
             score: None,
             label: failed.label.as_str(),
@@ -106,7 +111,7 @@ pub fn run(a: ScanArgs, ctx: &AppContext) -> Result<()> {
     for input in expand_inputs(&a.inputs) {
         let r = match input {
             Ok(input) => scan_one(&detector, input),
-            Err((input, e)) => ScanResult::failed(input, "image", &e),
+            Err((input, e)) => ScanResult::failed(input, "image", 1, &e),
         };
         failures += usize::from(r.error.is_some());
         if a.json {
@@ -126,21 +131,38 @@ pub(crate) fn scan_one(detector: &Arc<DeepfakeDetector>, input: String) -> ScanR
     let image = is_image(&input);
     let kind = if image { "image" } else { "video" };
     let mut session = detector.session();
+    let decision = detector.decision();
+    let requested = if image { 1 } else { decision.frames };
     let res = if image {
         Frame::load(&input)
             .and_then(|f| session.process(&f).map(drop))
             .map_err(anyhow::Error::from)
     } else {
-        scan_video(&input, detector.decision().frames, &mut session)
+        scan_video(&input, requested, &mut session).map(|info| {
+            let analysed = session.frames();
+            if analysed < requested {
+                let held = info
+                    .frame_count()
+                    .map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
+                log::warn!(
+                    "{input}: {analysed} of the {requested} frames asked for were analysed (the video stream holds {held} frames)"
+                );
+            }
+        })
     };
     if let Err(e) = res {
-        return ScanResult::failed(input, kind, &e);
+        return ScanResult::failed(input, kind, requested, &e);
     }
-    let v = session.verdict();
+    let v = if image {
+        session.verdict()
+    } else {
+        decision.video_verdict(session.verdict(), session.frames())
+    };
     ScanResult {
         input,
         kind,
         frames: session.frames(),
+        frames_requested: requested,
         faces: session.faces(),
         score: v.score,
         label: v.label.as_str(),
@@ -174,18 +196,18 @@ fn print_human(r: &ScanResult, calibrated: bool) {
 
 /// Decodes the sampled frames one at a time straight into the session.
 #[cfg(feature = "gst")]
-fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<()> {
+fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<VideoInfo> {
     use fakewatch_sdk::sampling::Sampling;
-    fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |_, f| {
+    let info = fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |_, f| {
         session.process(&f).map(drop)
     })?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
-    Ok(())
+    Ok(info)
 }
 
 /// Without GStreamer, Motion-JPEG AVI is read in pure Rust.
 #[cfg(not(feature = "gst"))]
-fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<()> {
+fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<VideoInfo> {
     use fakewatch_sdk::sampling::Sampling;
     if !input.to_ascii_lowercase().ends_with(".avi") {
         anyhow::bail!(
@@ -193,7 +215,7 @@ fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<()> {
         );
     }
     let avi = fakewatch_sdk::avi::MjpegAvi::open(input)?;
-    avi.for_each_sampled(Sampling::Even(n), |_, f| session.process(&f).map(drop))?;
+    let info = avi.for_each_sampled(Sampling::Even(n), |_, f| session.process(&f).map(drop))?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
-    Ok(())
+    Ok(info)
 }

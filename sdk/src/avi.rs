@@ -119,6 +119,7 @@ impl MjpegAvi {
             height,
             fps,
             duration: fps.map(|f| Duration::from_secs_f64(count as f64 / f)),
+            frames: Some(chunks.len() as u64),
         };
         Ok(Self {
             path: path.into(),

@@ -12,13 +12,21 @@ pub struct VideoInfo {
     pub height: u32,
     /// Nominal frame rate, if the stream declares one.
     pub fps: Option<f64>,
-    /// Duration, if the container declares one.
+    /// Duration of the video stream, if its container declares one.
     pub duration: Option<Duration>,
+    /// Frames the video stream holds, counted packet by packet (not derived
+    /// from timing), when that was done.
+    pub frames: Option<u64>,
 }
 
 impl VideoInfo {
-    /// Estimated number of frames (duration × fps), when both are known.
+    /// Number of frames: the counted [`Self::frames`] when known, else the
+    /// estimate duration × fps (which a container's timing can get wrong:
+    /// audio longer than video, edit lists, odd packet durations).
     pub fn frame_count(&self) -> Option<u64> {
+        if let Some(n) = self.frames {
+            return Some(n);
+        }
         match (self.fps, self.duration) {
             (Some(f), Some(d)) if f > 0.0 => Some((d.as_secs_f64() * f).round() as u64),
             _ => None,
@@ -119,6 +127,7 @@ mod tests {
             height: 2,
             fps: Some(30.0),
             duration: Some(std::time::Duration::from_secs(10)),
+            frames: None,
         };
         assert_eq!(Sampling::Even(4).indices(&info), vec![37, 112, 187, 262]);
         assert_eq!(Sampling::First(3).indices(&info), vec![0, 1, 2]);
@@ -131,5 +140,22 @@ mod tests {
             20
         );
         assert_eq!(Sampling::Even(25).tag(), "even25");
+    }
+
+    #[test]
+    fn a_counted_frame_total_wins_over_the_timing_estimate() {
+        // Audio longer than video: the container says 12.7 s, the video
+        // stream holds 184 frames at 30 fps.
+        let info = VideoInfo {
+            width: 2,
+            height: 2,
+            fps: Some(30.0),
+            duration: Some(std::time::Duration::from_secs_f64(12.7)),
+            frames: Some(184),
+        };
+        assert_eq!(info.frame_count(), Some(184));
+        let picked = Sampling::Even(8).indices(&info);
+        assert_eq!(picked, even_indices(184, 8));
+        assert!(picked.iter().all(|&i| i < 184));
     }
 }

@@ -152,6 +152,11 @@ pub struct DecisionSpec {
     /// Live-mode label stability; absent: labels follow the threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hysteresis: Option<Hysteresis>,
+    /// Frames a video must yield before it gets a verdict (capped at the
+    /// frames asked for); fewer, and the verdict is unknown, "too few
+    /// frames". Absent (bundles made before it existed): 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_video_frames: Option<usize>,
 }
 
 impl DecisionSpec {
@@ -166,6 +171,11 @@ impl DecisionSpec {
         }
         if let Some(h) = &self.hysteresis {
             h.validate()?;
+        }
+        if self.min_video_frames == Some(0) {
+            return Err(Error::config(
+                "decision min_video_frames must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -265,6 +275,9 @@ pub struct Decision {
     pub calibration: Option<Calibration>,
     /// Live label stability (none: margin 0, dwell 0).
     pub hysteresis: Hysteresis,
+    /// Frames a video must yield before it gets a verdict (capped at
+    /// [`Decision::frames`]); see [`Decision::video_verdict`].
+    pub min_video_frames: usize,
 }
 
 impl Default for Decision {
@@ -288,6 +301,7 @@ impl Decision {
             min_frames: 1,
             calibration: spec.and_then(|d| d.calibration),
             hysteresis: spec.and_then(|d| d.hysteresis).unwrap_or_default(),
+            min_video_frames: spec.and_then(|d| d.min_video_frames).unwrap_or(1),
         }
     }
 
@@ -323,6 +337,24 @@ impl Decision {
     /// The label of a reported score under the plain threshold.
     pub fn label(&self, score: Option<f32>) -> Label {
         Label::of(score, self.threshold)
+    }
+
+    /// A video's verdict once `analysed` frames of it were analysed: unknown
+    /// ("too few frames") below [`Decision::min_video_frames`] (capped at
+    /// the frames asked for), else `v` unchanged. A container whose timing
+    /// misleads the sampler, or a clip shorter than asked, then says so
+    /// instead of judging on one frame.
+    pub fn video_verdict(&self, v: Verdict, analysed: usize) -> Verdict {
+        if analysed >= self.min_video_frames.min(self.frames).max(1) || v.unknown.is_some() {
+            return v;
+        }
+        Verdict {
+            label: Label::Unknown,
+            score: None,
+            raw: None,
+            unknown: Some(Unknown::TooFewFrames),
+            tracks: v.tracks,
+        }
     }
 
     /// The label of the aggregate of `scores`, taken as one track's frames
@@ -692,7 +724,40 @@ mod tests {
             min_frames: 1,
             calibration: None,
             hysteresis: Hysteresis::default(),
+            min_video_frames: 1,
         }
+    }
+
+    #[test]
+    fn a_video_with_fewer_frames_than_the_bundle_needs_is_unknown() {
+        let mut d = decision();
+        d.min_video_frames = 4;
+        let mut a = Aggregator::new(d);
+        a.add(0, 0.9);
+        let v = a.verdict();
+        assert_eq!(v.label, Label::Fake);
+        let short = d.video_verdict(v.clone(), 1);
+        assert_eq!(short.label, Label::Unknown);
+        assert_eq!(short.unknown, Some(Unknown::TooFewFrames));
+        assert_eq!(short.score, None);
+        assert_eq!(short.tracks, v.tracks);
+        assert_eq!(d.video_verdict(v.clone(), 4), v);
+        // Capped at the frames asked for: `--frames 2` needs 2.
+        d.frames = 2;
+        assert_eq!(d.video_verdict(v.clone(), 2), v);
+        // An unknown keeps its own reason.
+        let none = Aggregator::new(d).verdict();
+        assert_eq!(d.video_verdict(none, 0).unknown, Some(Unknown::NoFace));
+        // Bundles without the field need one frame; zero is refused.
+        let spec: DecisionSpec =
+            serde_json::from_str(r#"{"threshold": 0.5, "aggregation": "frame_mean", "frames": 8}"#)
+                .unwrap();
+        assert_eq!(Decision::from_spec(Some(&spec)).min_video_frames, 1);
+        let zero = DecisionSpec {
+            min_video_frames: Some(0),
+            ..spec
+        };
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -224,11 +224,14 @@ impl VideoReader {
                 })
             }
         }
+        // Asked of the sink, the query travels up the video branch only: a
+        // pipeline answers with its longest stream (audio longer than video).
+        let duration = reader
+            .sink
+            .query_duration::<gst::ClockTime>()
+            .or_else(|| reader.pipeline.query_duration::<gst::ClockTime>());
         if let Some(info) = reader.info.as_mut() {
-            info.duration = reader
-                .pipeline
-                .query_duration::<gst::ClockTime>()
-                .map(|d| Duration::from_nanos(d.nseconds()));
+            info.duration = duration.map(|d| Duration::from_nanos(d.nseconds()));
         }
         Ok(reader)
     }
@@ -314,6 +317,7 @@ impl VideoReader {
                 fps: (fps.numer() > 0 && fps.denom() > 0)
                     .then(|| f64::from(fps.numer()) / f64::from(fps.denom())),
                 duration: None,
+                frames: None,
             });
         }
         let buffer = sample
@@ -397,7 +401,18 @@ pub fn for_each_sampled(
     // buffers serve the next ones.
     let pool = BufferPool::new(2);
     r.set_buffer_pool(pool.clone());
-    let info = r.info();
+    let mut info = r.info();
+    if !matches!(sampling, Sampling::First(_)) {
+        // Spread the samples over the frames the video stream holds, counted
+        // without decoding; timing metadata only where counting cannot be done.
+        info.frames = count_video_frames(input);
+        if info.fps.is_none() {
+            info.fps = match (info.frames, info.duration) {
+                (Some(n), Some(d)) if n > 0 && !d.is_zero() => Some(n as f64 / d.as_secs_f64()),
+                _ => None,
+            };
+        }
+    }
     let wanted = sampling.indices(&info);
     // A second thread pulls (and drops) the frames between samples while `f`
     // works on the last sample, so decoding overlaps analysis instead of
@@ -417,6 +432,125 @@ pub fn for_each_sampled(
         }
         Ok(info)
     })
+}
+
+/// Longest a counting pass ([`count_video_frames`]) may take before the
+/// sampler falls back to the stream's timing.
+pub const COUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counts the frames of the first video stream of a local file without
+/// decoding them (`filesrc ! parsebin`, one per video packet), so that
+/// sampling does not depend on the container's durations, frame rates, edit
+/// lists or other streams. `None` for a URI that is not a local file, or
+/// when the count could not be taken (no parser for the stream, an error, or
+/// over [`COUNT_TIMEOUT`]); the reason is logged at debug level. Reads the
+/// whole file once: its cost grows with the file's size, not its pixels.
+pub fn count_video_frames(input: &str) -> Option<u64> {
+    match try_count_video_frames(input) {
+        Ok(n) => n,
+        Err(e) => {
+            log::debug!("{input}: frames not counted ({e}); sampling by the stream's timing");
+            None
+        }
+    }
+}
+
+fn try_count_video_frames(input: &str) -> Result<Option<u64>> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    gst::init().map_err(|e| Error::Video {
+        uri: input.into(),
+        reason: format!("GStreamer init: {e}"),
+    })?;
+    let uri = to_uri(input)?;
+    let Ok((path, _)) = gst::glib::filename_from_uri(&uri) else {
+        return Ok(None);
+    };
+    let err = |reason: String| Error::Video {
+        uri: uri.clone(),
+        reason,
+    };
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path.to_string_lossy().as_ref())
+        .build()
+        .map_err(|_| err("GStreamer element `filesrc` is missing".into()))?;
+    let parse = make("parsebin", &uri)?;
+    pipeline
+        .add_many([&src, &parse])
+        .map_err(|e| err(e.to_string()))?;
+    src.link(&parse).map_err(|e| err(e.to_string()))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let pipeline_weak = pipeline.downgrade();
+    let (count_in, counting_in) = (count.clone(), counting.clone());
+    parse.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = pipeline_weak.upgrade() else {
+            return;
+        };
+        // Every stream goes to a sink (a demuxer stops when one of its
+        // streams is not linked); the first video one is counted.
+        // Not prerolling (`async` false): one demuxer thread feeds every
+        // sink, and a sink that waits for preroll would stall the others.
+        let Ok(sink) = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+        else {
+            return;
+        };
+        if pipeline.add(&sink).is_err() {
+            return;
+        }
+        let _ = sink.sync_state_with_parent();
+        let Some(sinkpad) = sink.static_pad("sink") else {
+            return;
+        };
+        let is_video = pad
+            .current_caps()
+            .or_else(|| Some(pad.query_caps(None)))
+            .and_then(|c| {
+                c.structure(0)
+                    .map(|s| s.name().starts_with("video/") || s.name().starts_with("image/"))
+            })
+            .unwrap_or(false);
+        if is_video && !counting_in.swap(true, Ordering::SeqCst) {
+            let n = count_in.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                    if !b.flags().contains(gst::BufferFlags::HEADER) {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let _ = pad.link(&sinkpad);
+    });
+    let stop = |p: &gst::Pipeline| {
+        let _ = p.set_state(gst::State::Null);
+    };
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let reason = bus_error(&pipeline).unwrap_or_else(|| "cannot start parsing".into());
+        stop(&pipeline);
+        return Err(err(reason));
+    }
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| err("pipeline without a bus".into()))?;
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(COUNT_TIMEOUT.as_nanos() as u64),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    stop(&pipeline);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) if counting.load(Ordering::SeqCst) => {
+            Ok(Some(count.load(Ordering::SeqCst)).filter(|&n| n > 0))
+        }
+        Some(gst::MessageView::Eos(_)) => Err(err("no video stream found by parsebin".into())),
+        Some(gst::MessageView::Error(e)) => Err(err(e.error().to_string())),
+        _ => Err(err(format!("counting took over {COUNT_TIMEOUT:?}"))),
+    }
 }
 
 /// The decoding side of [`for_each_sampled`]: sends the frames at `wanted`

@@ -5,8 +5,16 @@
 
 use fakewatch_tests::{make_clip, ndjson, root, run, scan_json, scratch, shared};
 
-const KEYS: [&str; 8] = [
-    "input", "kind", "frames", "faces", "score", "label", "tracks", "error",
+const KEYS: [&str; 9] = [
+    "input",
+    "kind",
+    "frames",
+    "frames_requested",
+    "faces",
+    "score",
+    "label",
+    "tracks",
+    "error",
 ];
 
 fn check_contract(o: &serde_json::Value) {
@@ -93,6 +101,7 @@ fn image_video_directory_and_bad_inputs() {
         (img["frames"].as_u64(), img["faces"].as_u64()),
         (Some(1), Some(6))
     );
+    assert_eq!(img["frames_requested"], 1);
     assert_eq!(img["tracks"].as_array().unwrap().len(), 6);
     assert!(img["error"].is_null());
     assert!(bad["error"].as_str().unwrap().contains("broken.jpg"));
@@ -102,6 +111,7 @@ fn image_video_directory_and_bad_inputs() {
         (vid["frames"].as_u64(), vid["faces"].as_u64()),
         (Some(4), Some(24))
     );
+    assert_eq!(vid["frames_requested"], 4);
     // A still scene: the six faces keep their tracks over the four frames.
     let tracks = vid["tracks"].as_array().unwrap();
     assert_eq!(tracks.len(), 6);
@@ -120,6 +130,34 @@ fn image_video_directory_and_bad_inputs() {
         (Some(0), Some("unknown"))
     );
     assert!(none["score"].is_null());
+
+    // A clip shorter than the bundle's minimum: no verdict from two frames,
+    // and a warning that fewer frames were analysed than asked.
+    let short = make_clip(&t1, 2, &dir.join("short.avi"));
+    let out = run(
+        "fakewatch",
+        &["scan", "--json", "--frames", "8", short.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let o = &ndjson(&out.stdout)[0];
+    check_contract(o);
+    assert_eq!(
+        (o["frames"].as_u64(), o["frames_requested"].as_u64()),
+        (Some(2), Some(8))
+    );
+    assert_eq!(o["label"], "unknown", "{o}");
+    assert_eq!(o["tracks"].as_array().unwrap().len(), 6);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 of the 8 frames asked for"), "{err}");
+    let out = run(
+        "fakewatch",
+        &["scan", "--frames", "8", short.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("UNKNOWN") && text.contains("too few frames"),
+        "{text}"
+    );
 
     // Human output: one line per input.
     let out = run("fakewatch", &["scan", t1.to_str().unwrap()]);

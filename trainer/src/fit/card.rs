@@ -113,6 +113,7 @@ pub(super) fn write_manifest(
             frames: cfg.decision.frames,
             calibration: eval.calibration,
             hysteresis: cfg.decision.hysteresis,
+            min_video_frames: Some(cfg.decision.min_video_frames),
         }),
         metrics: Some(json!({
             "split": "test", "level": "frame", "faces": test.x.len(),

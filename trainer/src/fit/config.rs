@@ -167,6 +167,12 @@ pub const DEFAULT_HYSTERESIS: Hysteresis = Hysteresis {
     min_dwell_s: 5.0,
 };
 
+/// Frames a video must yield before it gets a verdict, written into bundles
+/// unless configured otherwise. Not fitted to data: the least evidence a
+/// video verdict should rest on (a container whose timing misleads the
+/// sampler once gave one frame of eight, and a confident verdict from it).
+pub const DEFAULT_MIN_VIDEO_FRAMES: usize = 4;
+
 /// The bundle's decision settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -182,6 +188,9 @@ pub struct DecisionConfig {
     pub calibration: CalibrationKind,
     /// Live-mode label stability (`None`: labels follow the threshold).
     pub hysteresis: Option<Hysteresis>,
+    /// Frames a video must yield before it gets a verdict (fewer: unknown,
+    /// "too few frames"; capped at the frames asked for).
+    pub min_video_frames: usize,
 }
 
 impl Default for DecisionConfig {
@@ -192,6 +201,7 @@ impl Default for DecisionConfig {
             threshold: None,
             calibration: CalibrationKind::default(),
             hysteresis: Some(DEFAULT_HYSTERESIS),
+            min_video_frames: DEFAULT_MIN_VIDEO_FRAMES,
         }
     }
 }
@@ -206,6 +216,7 @@ impl DecisionConfig {
             frames: self.frames,
             calibration: None,
             hysteresis: self.hysteresis,
+            min_video_frames: Some(self.min_video_frames),
         }))
     }
 }
@@ -339,6 +350,10 @@ impl FitConfig {
         ensure!(
             self.sampling.max_frames() > 0,
             "sampling must take at least one frame"
+        );
+        ensure!(
+            self.decision.min_video_frames > 0,
+            "decision.min_video_frames must be at least 1"
         );
         ensure!(
             (0.0..=1.0).contains(&self.self_blend_share),
