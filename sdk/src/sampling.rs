@@ -12,7 +12,8 @@ pub struct VideoInfo {
     pub height: u32,
     /// Nominal frame rate, if the stream declares one.
     pub fps: Option<f64>,
-    /// Duration of the video stream, if its container declares one.
+    /// Duration, as the container declares it (it may be its longest
+    /// stream's, or wrong).
     pub duration: Option<Duration>,
     /// Frames the video stream holds, counted packet by packet (not derived
     /// from timing), when that was done.

@@ -224,12 +224,10 @@ impl VideoReader {
                 })
             }
         }
-        // Asked of the sink, the query travels up the video branch only: a
-        // pipeline answers with its longest stream (audio longer than video).
-        let duration = reader
-            .sink
-            .query_duration::<gst::ClockTime>()
-            .or_else(|| reader.pipeline.query_duration::<gst::ClockTime>());
+        // The container's duration: its longest stream's, or whatever its
+        // headers say (sampling relies on counted frames where it can,
+        // `count_video_frames`).
+        let duration = reader.pipeline.query_duration::<gst::ClockTime>();
         if let Some(info) = reader.info.as_mut() {
             info.duration = duration.map(|d| Duration::from_nanos(d.nseconds()));
         }

@@ -346,6 +346,41 @@ fn variable_frame_rate() {
     assert!(entries > 2, "a variable-rate stts, got {entries} entries");
 }
 
+/// Rewrites the deltas of the video track's `stts` in place: every entry but
+/// the last gets `delta`, the last `last`, so packet durations no longer match
+/// the frame spacing or the headers' durations (the phone clip had
+/// `stts` = [(381 × 640), (1 × 32)]).
+fn rewrite_stts(data: &mut [u8], delta: u32, last: u32) {
+    let stts = video_boxes(data, &["mdia", "minf", "stbl", "stts"])[0];
+    let entries = u32::from_be_bytes(stts[4..8].try_into().unwrap()) as usize;
+    let start = stts.as_ptr() as usize - data.as_ptr() as usize;
+    for e in 0..entries {
+        let at = start + 8 + 8 * e + 4;
+        let d = if e + 1 == entries { last } else { delta };
+        data[at..at + 4].copy_from_slice(&d.to_be_bytes());
+    }
+}
+
+#[test]
+fn packet_durations_that_do_not_match_the_frames() {
+    // A variable-rate file (one stts entry per frame) whose deltas are all
+    // rewritten: 3 ticks per frame, then 1 for the last, against a declared
+    // duration of 1.6 s.
+    let data = check(
+        "wrong-stts",
+        Variant {
+            variable_rate: true,
+            audio_s: 3.0,
+            ..Default::default()
+        },
+        |d| rewrite_stts(d, 3, 1),
+    );
+    let stts = video_boxes(&data, &["mdia", "minf", "stbl", "stts"]);
+    let entries = u32::from_be_bytes(stts[0][4..8].try_into().unwrap()) as usize;
+    let last = &stts[0][8 + 8 * (entries - 1)..8 + 8 * entries];
+    assert_eq!(u32::from_be_bytes(last[4..8].try_into().unwrap()), 1);
+}
+
 #[test]
 fn headers_that_overstate_the_duration() {
     // Durations ×4 in mvhd, tkhd and mdhd: timing alone would put 7 of the
