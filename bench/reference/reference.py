@@ -232,7 +232,20 @@ class Scorer:
         self.size, self.margin = a["size"], a["margin"]
         self.mean, self.scale = bb["mean"], bb["scale"]
         sess = lambda f: ort.InferenceSession(res(f), opts, providers=["CPUExecutionProvider"])
-        self.backbone = sess(bb["file"])
+        # Multi-level bundles: the pooled tensors become extra graph outputs
+        # (as the SDK's pooling edit does), averaged over H and W here.
+        self.pool = (bb.get("features") or {}).get("pool", [])
+        if self.pool:
+            import onnx
+
+            m = onnx.load(res(bb["file"]))
+            have = {o.name for o in m.graph.output}
+            for n in self.pool:
+                if n not in have:
+                    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+            self.backbone = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        else:
+            self.backbone = sess(bb["file"])
         self.head = sess(j["head"]["file"]) if j.get("head") else None
         self.clf = sess(j["classifier"]["file"])
 
@@ -266,8 +279,12 @@ class Scorer:
         if not dets:
             return []
         x = np.stack([self.align(img, b) for b, _, _ in dets]).astype(np.float32)
-        e = self.backbone.run(None, {self.backbone.get_inputs()[0].name: x})[0]
-        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        outs = self.backbone.run(None, {self.backbone.get_inputs()[0].name: x})
+        if self.pool:
+            named = dict(zip([o.name for o in self.backbone.get_outputs()], outs))
+            e = np.concatenate([named[n].mean(axis=(2, 3)) for n in self.pool], axis=1).astype(np.float32)
+        else:
+            e = outs[0] / np.linalg.norm(outs[0], axis=1, keepdims=True)
         if self.head is not None:
             e = self.head.run(None, {self.head.get_inputs()[0].name: e})[0]
         p = self.clf.run(None, {self.clf.get_inputs()[0].name: e})[0].reshape(-1)

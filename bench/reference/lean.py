@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The lean Python pipeline of issue 29: what a competent user writes with the same
+ONNX files, to time `fakewatch scan` against (`reference.py` is the heavier, exact
+one: GStreamer pipe decode, the area resampling of facenet-pytorch in numpy).
+
+- OpenCV decode: ``grab()`` through the video, ``retrieve()`` only at the sampled
+  indices (the centres of n equal bins of ``CAP_PROP_FRAME_COUNT``);
+- MTCNN in numpy on onnxruntime (the bundle's P/R/O-Nets and parameters; the
+  pyramid and crops resized by OpenCV's ``INTER_AREA``);
+- the largest face of each frame, cropped with the bundle's margin;
+- all crops of a video through the backbone in **one** batched onnxruntime call,
+  its pooled multi-level features (the bundle's ``backbone.features.pool``
+  tensors added as graph outputs, averaged in numpy), then one classifier call.
+
+Scores are close to, not identical with, fakewatch's (other resampling; one face
+per frame): this script is for timing. One process for all inputs; prints one JSON
+object per video and a total:
+
+    PYTHONPATH=target/pyref python3 bench/reference/lean.py --bundle models/default --frames 16 a.mp4 b.mp4
+
+Needs numpy, onnx, onnxruntime and opencv-python-headless (bench/reference/requirements.txt).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference  # noqa: E402  (MTCNN post-processing: nms, square, bbreg)
+
+
+def area(img, w, h):
+    """(H, W, 3) uint8 → (3, h, w) float32 in MTCNN's normalisation."""
+    r = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return reference.norm(r).transpose(2, 0, 1)
+
+
+class LeanMtcnn(reference.Mtcnn):
+    """reference.Mtcnn with OpenCV resampling."""
+
+    def detect(self, img):
+        saved = reference.resize_area
+        reference.resize_area = lambda im, w, h: cv2.resize(
+            im.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+        try:
+            return super().detect(img)
+        finally:
+            reference.resize_area = saved
+
+
+def with_pooled_outputs(path, names):
+    """The backbone's ONNX bytes with `names` added as graph outputs."""
+    m = onnx.load(path)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    return m.SerializeToString()
+
+
+class Lean:
+    def __init__(self, bundle, threads):
+        j = json.load(open(os.path.join(bundle, "bundle.json")))
+        res = lambda f: os.path.normpath(os.path.join(bundle, f))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        d = j["detector"]
+        self.mtcnn = LeanMtcnn([res(d["pnet"]), res(d["rnet"]), res(d["onet"])], opts,
+                               d.get("min_face", 40.0), d.get("factor", 0.709),
+                               d.get("thresholds", [0.6, 0.7, 0.9]))
+        a, bb = j["aligner"], j["backbone"]
+        self.size, self.margin = a["size"], a["margin"]
+        self.mean, self.scale = bb["mean"], bb["scale"]
+        self.pool = (bb.get("features") or {}).get("pool", [])
+        model = with_pooled_outputs(res(bb["file"]), self.pool) if self.pool else res(bb["file"])
+        self.backbone = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self.head = (ort.InferenceSession(res(j["head"]["file"]), opts, providers=["CPUExecutionProvider"])
+                     if j.get("head") else None)
+        self.clf = ort.InferenceSession(res(j["classifier"]["file"]), opts,
+                                        providers=["CPUExecutionProvider"])
+
+    def crop(self, img, box):
+        h, w = img.shape[:2]
+        m = self.margin / 2
+        x0, y0 = int(np.clip(box[0] - m, 0, w)), int(np.clip(box[1] - m, 0, h))
+        x1, y1 = int(np.clip(box[2] + m, 0, w)), int(np.clip(box[3] + m, 0, h))
+        x = cv2.resize(img[y0:y1, x0:x1], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return ((x.astype(np.float32) - self.mean) * self.scale).transpose(2, 0, 1)
+
+    def scores(self, crops):
+        x = np.stack(crops).astype(np.float32)
+        names = [o.name for o in self.backbone.get_outputs()]
+        outs = dict(zip(names, self.backbone.run(None, {self.backbone.get_inputs()[0].name: x})))
+        if self.pool:
+            e = np.concatenate([outs[n].mean(axis=(2, 3)) for n in self.pool], axis=1)
+        else:
+            e = outs[names[0]]
+            e = e / np.linalg.norm(e, axis=1, keepdims=True)
+            if self.head is not None:
+                e = self.head.run(None, {self.head.get_inputs()[0].name: e})[0]
+        return self.clf.run(None, {self.clf.get_inputs()[0].name: e.astype(np.float32)})[0].reshape(-1)
+
+
+def sampled_frames(path, n):
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise RuntimeError(f"{path}: cannot open")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    want = set(range(total)) if n >= total else {((2 * i + 1) * total) // (2 * n) for i in range(n)}
+    last = max(want) if want else -1
+    k = 0
+    while k <= last and cap.grab():
+        if k in want:
+            ok, bgr = cap.retrieve()
+            if ok:
+                yield k, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        k += 1
+    cap.release()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+")
+    ap.add_argument("--bundle", default="models/default")
+    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    a = ap.parse_args()
+    cv2.setNumThreads(a.threads)
+    t_load = time.perf_counter()
+    lean = Lean(a.bundle, a.threads)
+    load = time.perf_counter() - t_load
+    total = 0.0
+    for v in a.inputs:
+        t0 = time.perf_counter()
+        crops, frames = [], 0
+        for _, img in sampled_frames(v, a.frames):
+            frames += 1
+            dets = lean.mtcnn.detect(img)
+            if dets:
+                b = max(dets, key=lambda d: (d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))[0]
+                crops.append(lean.crop(img, b))
+        p = lean.scores(crops) if crops else np.array([])
+        dt = time.perf_counter() - t0
+        total += dt
+        print(json.dumps({"video": v, "frames": frames, "faces": len(crops), "seconds": dt,
+                          "score": float(np.clip(p.mean(), 0, 1)) if len(p) else None}))
+    print(json.dumps({"videos": len(a.inputs), "seconds": total, "load_seconds": load}))
+
+
+if __name__ == "__main__":
+    main()
