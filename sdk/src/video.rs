@@ -806,7 +806,11 @@ mod tests {
         // first, the sink's buffer, one in conversion) still come out, in order.
         let early: Vec<u64> = got.iter().copied().filter(|&k| k < 5).collect();
         assert!(early.len() <= 4, "{got:?}");
-        assert_eq!(early, (0..early.len() as u64).collect::<Vec<_>>(), "{got:?}");
+        assert_eq!(
+            early,
+            (0..early.len() as u64).collect::<Vec<_>>(),
+            "{got:?}"
+        );
         let late: Vec<u64> = got.iter().copied().filter(|&k| k >= 5).collect();
         assert_eq!(late, [5, 9, 17, 22, 23], "{got:?}");
         let _ = std::fs::remove_dir_all(&dir);
