@@ -18,7 +18,7 @@ object per video and a total:
 
     PYTHONPATH=target/pyref python3 bench/reference/lean.py --bundle models/default --frames 16 a.mp4 b.mp4
 
-Needs numpy, onnx, onnxruntime and opencv-python-headless (bench/reference/requirements.txt).
+Needs numpy, onnx, onnxruntime and opencv-python-headless (bench/reference/requirements-lean.txt).
 """
 import argparse
 import json
@@ -28,11 +28,10 @@ import time
 
 import cv2
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference  # noqa: E402  (MTCNN post-processing: nms, square, bbreg)
+import reference  # noqa: E402  (MTCNN, normalisation, pooled outputs)
 
 
 def area(img, w, h):
@@ -54,16 +53,6 @@ class LeanMtcnn(reference.Mtcnn):
             reference.resize_area = saved
 
 
-def with_pooled_outputs(path, names):
-    """The backbone's ONNX bytes with `names` added as graph outputs."""
-    m = onnx.load(path)
-    have = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-    return m.SerializeToString()
-
-
 class Lean:
     def __init__(self, bundle, threads):
         j = json.load(open(os.path.join(bundle, "bundle.json")))
@@ -79,7 +68,7 @@ class Lean:
         self.size, self.margin = a["size"], a["margin"]
         self.mean, self.scale = bb["mean"], bb["scale"]
         self.pool = (bb.get("features") or {}).get("pool", [])
-        model = with_pooled_outputs(res(bb["file"]), self.pool) if self.pool else res(bb["file"])
+        model = reference.with_pooled_outputs(res(bb["file"]), self.pool) if self.pool else res(bb["file"])
         self.backbone = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         self.head = (ort.InferenceSession(res(j["head"]["file"]), opts, providers=["CPUExecutionProvider"])
                      if j.get("head") else None)

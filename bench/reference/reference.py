@@ -219,6 +219,18 @@ class Mtcnn:
 
 # ---------------------------------------------------------------- embedding + scoring
 
+def with_pooled_outputs(path, names):
+    """The ONNX model at `path` as bytes, with the tensors `names` added as graph outputs."""
+    import onnx
+
+    m = onnx.load(path)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    return m.SerializeToString()
+
+
 class Scorer:
     def __init__(self, bundle, opts):
         j = json.load(open(os.path.join(bundle, "bundle.json")))
@@ -236,14 +248,8 @@ class Scorer:
         # (as the SDK's pooling edit does), averaged over H and W here.
         self.pool = (bb.get("features") or {}).get("pool", [])
         if self.pool:
-            import onnx
-
-            m = onnx.load(res(bb["file"]))
-            have = {o.name for o in m.graph.output}
-            for n in self.pool:
-                if n not in have:
-                    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-            self.backbone = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            self.backbone = ort.InferenceSession(with_pooled_outputs(res(bb["file"]), self.pool), opts,
+                                                 providers=["CPUExecutionProvider"])
         else:
             self.backbone = sess(bb["file"])
         self.head = sess(j["head"]["file"]) if j.get("head") else None
