@@ -750,9 +750,9 @@ mod tests {
         path.to_string_lossy().into_owned()
     }
 
-    #[test]
-    fn sampled_frames_match_a_plain_decode_and_errors_stop_the_decoder() {
-        let dir = std::env::temp_dir().join(format!("fw-video-{}", std::process::id()));
+    /// A test clip in a fresh folder `tag`, and every frame of it decoded in order.
+    fn ball_clip_decoded(tag: &str) -> (std::path::PathBuf, String, Vec<Frame>) {
+        let dir = std::env::temp_dir().join(format!("fw-video-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let clip = ball_clip(&dir);
         let mut r = VideoReader::open(&clip).unwrap();
@@ -760,6 +760,12 @@ mod tests {
         while let Some(f) = r.next_frame().unwrap() {
             all.push(f);
         }
+        (dir, clip, all)
+    }
+
+    #[test]
+    fn sampled_frames_match_a_plain_decode_and_errors_stop_the_decoder() {
+        let (dir, clip, all) = ball_clip_decoded("sampled");
         assert_eq!(all.len(), 24);
         assert_ne!(all[0], all[12], "the ball moves");
         let (_, sampled) = sample_frames(&clip, 5).unwrap();
@@ -787,14 +793,7 @@ mod tests {
 
     #[test]
     fn only_the_wanted_frames_are_converted_with_their_indices() {
-        let dir = std::env::temp_dir().join(format!("fw-video-gate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let clip = ball_clip(&dir);
-        let mut r = VideoReader::open(&clip).unwrap();
-        let mut all = Vec::new();
-        while let Some(f) = r.next_frame().unwrap() {
-            all.push(f);
-        }
+        let (dir, clip, all) = ball_clip_decoded("gate");
         let mut r = VideoReader::open(&clip).unwrap();
         r.convert_only(&[9, 5, 17], 22);
         let mut got = Vec::new();
