@@ -70,22 +70,28 @@ impl Perception {
     ) -> Result<Self> {
         let m = bundle.manifest();
         let d = &m.detector;
-        let detector = Mtcnn::load(
-            backend,
-            &bundle.resolve(&d.pnet)?,
-            &bundle.resolve(&d.rnet)?,
-            &bundle.resolve(&d.onet)?,
-            pnet_policy,
-            d.config(),
-        )?;
+        let (pnet, rnet, onet) = (
+            bundle.resolve(&d.pnet)?,
+            bundle.resolve(&d.rnet)?,
+            bundle.resolve(&d.onet)?,
+        );
         let aligner = Aligner::new(m.aligner)?;
-        let embedder = Embedder::load(
-            backend,
-            &bundle.resolve(&m.backbone.file)?,
-            m.backbone.clone(),
-            aligner,
-        )?;
-        Ok(Self { detector, embedder })
+        let backbone = bundle.resolve(&m.backbone.file)?;
+        // The detector's three nets and the backbone load (parse, optimise,
+        // plan) on two threads: start-up is part of every `scan` process.
+        let (detector, embedder) = std::thread::scope(|s| {
+            let detector =
+                s.spawn(|| Mtcnn::load(backend, &pnet, &rnet, &onet, pnet_policy, d.config()));
+            let embedder = Embedder::load(backend, &backbone, m.backbone.clone(), aligner);
+            let detector = detector
+                .join()
+                .unwrap_or_else(|_| Err(crate::Error::model("detector", "loading panicked")));
+            (detector, embedder)
+        });
+        Ok(Self {
+            detector: detector?,
+            embedder: embedder?,
+        })
     }
 
     /// Spreads each frame's detection and embedding work over `threads`
