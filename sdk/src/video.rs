@@ -97,6 +97,15 @@ pub fn to_uri(input: &str) -> Result<String> {
         })
 }
 
+/// Initialises GStreamer and turns `input` into a URI.
+fn init_uri(input: &str) -> Result<String> {
+    gst::init().map_err(|e| Error::Video {
+        uri: input.into(),
+        reason: format!("GStreamer init: {e}"),
+    })?;
+    to_uri(input)
+}
+
 fn make(name: &str, uri: &str) -> Result<gst::Element> {
     gst::ElementFactory::make(name).build().map_err(|_| Error::Video {
         uri: uri.into(),
@@ -146,11 +155,7 @@ impl VideoReader {
     /// On Jetson (`nvv4l2decoder` + `nvvidconv` present) decoding runs on
     /// the hardware decoder.
     pub fn open(input: &str) -> Result<Self> {
-        gst::init().map_err(|e| Error::Video {
-            uri: input.into(),
-            reason: format!("GStreamer init: {e}"),
-        })?;
-        let uri = to_uri(input)?;
+        let uri = init_uri(input)?;
         let err = |reason: String| Error::Video {
             uri: uri.clone(),
             reason,
@@ -501,12 +506,6 @@ pub fn for_each_sampled(
         // Spread the samples over the frames the video stream holds, counted
         // without decoding; timing metadata only where counting cannot be done.
         info.frames = count_video_frames(input);
-        if info.fps.is_none() {
-            info.fps = match (info.frames, info.duration) {
-                (Some(n), Some(d)) if n > 0 && !d.is_zero() => Some(n as f64 / d.as_secs_f64()),
-                _ => None,
-            };
-        }
     }
     let wanted = sampling.indices(&info);
     if let (Some(n), false) = (info.frames, wanted.is_empty()) {
@@ -562,12 +561,7 @@ pub fn count_video_frames(input: &str) -> Option<u64> {
 
 fn try_count_video_frames(input: &str) -> Result<Option<u64>> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
-    gst::init().map_err(|e| Error::Video {
-        uri: input.into(),
-        reason: format!("GStreamer init: {e}"),
-    })?;
-    let uri = to_uri(input)?;
+    let uri = init_uri(input)?;
     let Ok((path, _)) = gst::glib::filename_from_uri(&uri) else {
         return Ok(None);
     };
