@@ -257,7 +257,11 @@ fn flops(bundle: &Bundle) -> Result<Flops> {
         pnet_level: Box::new(move |hs, ws| Ok(tract_flops(&pnet, &[1, 3, hs, ws])?)),
         rnet: tract_flops(&bundle.resolve(&m.detector.rnet)?, &[1, 3, 24, 24])?,
         onet: tract_flops(&bundle.resolve(&m.detector.onet)?, &[1, 3, 48, 48])?,
-        backbone: tract_flops(&bundle.resolve(&m.backbone.file)?, &[1, c, h, w])?,
+        // A backbone's branches run in the same pass: their work counts too.
+        backbone: std::iter::once(&m.backbone.file)
+            .chain(m.backbone.branches.iter().map(|b| &b.file))
+            .map(|f| tract_flops(&bundle.resolve(f)?, &[1, c, h, w]))
+            .sum::<fakewatch_sdk::Result<f64>>()?,
     })
 }
 

@@ -100,6 +100,7 @@ ENTRIES = {
 # Perception-only bundles written next to the models: (directory, name, backbone file, aligner,
 # backbone spec). `features` pools intermediate tensors into the scored vector (sdk pooling.rs).
 FACERES_LEVELS = [f"conv_pw_{i}_relu/clip_by_value:0" for i in (3, 5, 7, 9, 11, 13)]
+LITE0_LEVELS = ["stage3", "stage4", "stage5", "stage6", "stage7", "head"]
 CROP_224 = {"kind": "facenet_margin", "size": 224, "margin": 32}
 BASE_BUNDLES = [
     ("base", "base-facenet", "facenet.onnx", {"kind": "facenet_margin", "size": 160, "margin": 32},
@@ -113,7 +114,14 @@ BASE_BUNDLES = [
      {"input": [3, 224, 224], "mean": 127.0, "scale": 0.0078125, "dim": 1280}),
     ("base-lite0-ml", "base-lite0-multilevel", "efficientnet_lite0.onnx", CROP_224,
      {"input": [3, 224, 224], "mean": 127.0, "scale": 0.0078125, "dim": 1280,
-      "features": {"pool": ["stage3", "stage4", "stage5", "stage6", "stage7", "head"], "dim": 2024}}),
+      "features": {"pool": LITE0_LEVELS, "dim": 2024}}),
+    # faceres with EfficientNet-Lite0 merged in as a branch at load (sdk pooling.rs): both networks'
+    # levels pooled from one pass over the same 224 crop, 2 944 + 2 024 = 4 968-d (issue 23).
+    ("base-faceres-lite0-ml", "base-faceres-lite0-multilevel", "faceres.onnx", CROP_224,
+     {"input": [3, 224, 224], "mean": 0.0, "scale": 1.0, "dim": 1024,
+      "features": {"pool": FACERES_LEVELS + [f"lite0/{t}" for t in LITE0_LEVELS], "dim": 4968},
+      "branches": [{"file": "efficientnet_lite0.onnx", "prefix": "lite0/", "mean": 127.0,
+                    "scale": 0.0078125}]}),
 ]
 
 
@@ -166,8 +174,13 @@ def main():
 
 def write_base_bundle(models_dir, models, dirname, name, backbone, aligner, spec):
     """A perception-only bundle (detector + one backbone, no head/classifier)."""
-    own = ["mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx", backbone]
+    branches = [b["file"] for b in spec.get("branches", [])]
+    if any(b not in models for b in branches):
+        return
+    own = ["mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx", backbone] + branches
     rel = {name: "../" + name for name in own}
+    if branches:
+        spec = dict(spec, branches=[dict(b, file=rel[b["file"]]) for b in spec["branches"]])
     bundle = {
         "format": 1,
         "name": name,

@@ -82,29 +82,28 @@ else:
         "normalisation": "none: takes %s" % scored,
     }
 licences = {}
-if quantized:
-    bb = b["backbone"]
-    src_key = os.path.normpath(os.path.join(rel_dir, os.path.dirname(bb["file"]), training["backbone"]["source"]))
+def record_quantized(file, rec, spec):
+    """The manifest entry of a quantized model file (a backbone or one of its branches)."""
+    src_key = os.path.normpath(os.path.join(rel_dir, os.path.dirname(file), rec["source"]))
     src_entry = m["models"].get(src_key, {})
-    rec = training["backbone"]
     if rec.get("weights_only"):
-        role = "backbone, int8 QDQ weights only (%d-bit per-channel symmetric weights, float activations" % rec.get("weight_bits", 8)
+        role = "int8 QDQ weights only (%d-bit per-channel symmetric weights, float activations" % rec.get("weight_bits", 8)
     else:
-        role = "backbone, int8 QDQ (%d-bit per-channel symmetric weights, calibrated activations" % rec.get("weight_bits", 7)
+        role = "int8 QDQ (%d-bit per-channel symmetric weights, calibrated activations" % rec.get("weight_bits", 7)
     if rec.get("kept_float"):
         role += "; kept float: " + ", ".join(rec["kept_float"])
     role += ")"
-    entries[bb["file"]] = {
+    entries[file] = {
         "role": role,
         "quantized_layers": {k: rec[k] for k in ("ops", "activations", "weight_bits", "kept_float", "weights_only") if k in rec},
         "layout": src_entry.get("layout", "NCHW"),
-        "colour": "BGR" if bb.get("bgr") else "RGB",
-        "normalisation": src_entry.get("normalisation", {"mean": bb["mean"], "scale": bb["scale"]}),
-        "input": src_entry.get("input", {"shape": ["N"] + bb["input"]}),
+        "colour": "BGR" if spec.get("bgr") else "RGB",
+        "normalisation": src_entry.get("normalisation", {"mean": spec["mean"], "scale": spec["scale"]}),
+        "input": src_entry.get("input", {"shape": ["N"] + b["backbone"]["input"]}),
         "outputs": src_entry.get("outputs", {}),
-        "quantized_from": {"file": src_key, "sha256": training["backbone"]["source_sha256"]},
+        "quantized_from": {"file": src_key, "sha256": rec["source_sha256"]},
     }
-    licences[bb["file"]] = (
+    licences[file] = (
         src_entry.get("licence", "as its source model")
         + (
             "; weights quantized by this project (no calibration data)"
@@ -112,6 +111,16 @@ if quantized:
             else "; quantized by this project (scales calibrated on DFDC faces: research-only use)"
         )
     )
+
+
+if quantized:
+    bb = b["backbone"]
+    record_quantized(bb["file"], training["backbone"], bb)
+    entries[bb["file"]]["role"] = "backbone, " + entries[bb["file"]]["role"]
+    # Branches merged into the backbone at load (sdk pooling.rs), quantized the same way.
+    for spec, rec in zip(bb.get("branches", []), training.get("branches", [])):
+        record_quantized(spec["file"], rec, spec)
+        entries[spec["file"]]["role"] = "backbone branch %s, %s" % (spec["prefix"], entries[spec["file"]]["role"])
 for name in [n for n in entries if n.startswith("../") and n not in licences]:
     del entries[name]  # another bundle's file (e.g. ../default/classifier.onnx): recorded there
 for name, e in entries.items():

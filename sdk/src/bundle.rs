@@ -123,6 +123,7 @@ impl BundleManifest {
             self.detector.onet.as_str(),
             self.backbone.file.as_str(),
         ];
+        v.extend(self.backbone.branches.iter().map(|b| b.file.as_str()));
         if let Some(h) = &self.head {
             v.push(&h.file);
         }

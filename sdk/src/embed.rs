@@ -1,6 +1,6 @@
 //! Backbone embeddings of aligned faces.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use crate::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::geometry::Detection;
-use crate::pooling::{FeatureSpec, ModelEdit};
+use crate::pooling::{Branch, FeatureSpec, ModelEdit};
 use crate::resample::Normalize;
 
 /// The backbone's input and output description (the bundle's `backbone` object).
@@ -39,6 +39,25 @@ pub struct BackboneConfig {
     /// classifier score (the embedding still drives tracking).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeatureSpec>,
+    /// Other backbones run on the same aligned crop in the same pass, their
+    /// graphs merged into this one at load (see [`crate::pooling`]); their
+    /// tensors can be pooled into `features` under their prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<BranchSpec>,
+}
+
+/// One entry of `backbone.branches`: a second backbone fed the same crop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchSpec {
+    /// ONNX file, relative to the bundle directory (listed in `files`).
+    pub file: String,
+    /// Prefix of its tensor names in the merged graph (`"lite0/"`).
+    pub prefix: String,
+    /// Mean it expects subtracted (per channel or for all).
+    pub mean: MeanSpec,
+    /// Factor it expects after the mean.
+    pub scale: f32,
 }
 
 /// A mean for all channels or one per channel.
@@ -60,14 +79,67 @@ impl BackboneConfig {
 
     /// The normalisation the backbone expects.
     pub fn normalize(&self) -> Normalize {
-        let mean = match self.mean {
-            MeanSpec::Scalar(m) => [m; 3],
-            MeanSpec::PerChannel(m) => m,
-        };
         Normalize {
-            mean,
+            mean: self.mean.per_channel(),
             scale: self.scale,
             bgr: self.bgr,
+        }
+    }
+
+    /// The graph edit that loads this backbone: its branches merged (from
+    /// `branch_files`, the resolved paths of [`Self::branches`] in order),
+    /// then its features pooled.
+    pub fn model_edit(&self, branch_files: &[PathBuf]) -> Result<ModelEdit> {
+        if branch_files.len() != self.branches.len() {
+            return Err(Error::config(format!(
+                "backbone has {} branches but {} files were given",
+                self.branches.len(),
+                branch_files.len()
+            )));
+        }
+        if !self.branches.is_empty() && self.features.is_none() {
+            return Err(Error::config(
+                "backbone.branches needs backbone.features: a branch contributes only pooled tensors",
+            ));
+        }
+        let mut edit = match &self.features {
+            Some(f) if f.pool.is_empty() || f.dim == 0 => {
+                return Err(Error::config(
+                    "backbone.features must name at least one tensor and a dim > 0",
+                ))
+            }
+            Some(f) => ModelEdit::pooled(f),
+            None => ModelEdit::none(),
+        };
+        // A branch gets the main input's channels: both must be RGB (a swap
+        // node for a BGR backbone is not needed by any bundle yet).
+        if !self.branches.is_empty() && self.bgr {
+            return Err(Error::config(
+                "backbone.branches needs an RGB backbone (bgr: false)",
+            ));
+        }
+        let main_mean = self.mean.per_channel();
+        for (b, path) in self.branches.iter().zip(branch_files) {
+            let (scale, offset) =
+                Branch::affine(main_mean, self.scale, b.mean.per_channel(), b.scale)
+                    .map_err(Error::config)?;
+            edit.branches.push(Branch {
+                path: path.clone(),
+                prefix: b.prefix.clone(),
+                scale,
+                offset,
+            });
+        }
+        Ok(edit)
+    }
+}
+
+impl MeanSpec {
+    /// The mean of R, G and B.
+    pub fn per_channel(self) -> [f32; 3] {
+        match self {
+            MeanSpec::Scalar(m) => [m; 3],
+            MeanSpec::PerChannel(m) => m,
         }
     }
 }
@@ -140,9 +212,21 @@ pub const DEFAULT_EMBED_BATCH: usize = 16;
 
 impl Embedder {
     /// Loads the backbone ONNX at `path`; `aligner` must produce its input size.
+    /// A backbone with branches needs [`Self::load_with_branches`].
     pub fn load(
         backend: &dyn Backend,
         path: &Path,
+        config: BackboneConfig,
+        aligner: Aligner,
+    ) -> Result<Self> {
+        Self::load_with_branches(backend, path, &[], config, aligner)
+    }
+
+    /// As [`Self::load`], with the resolved files of `config.branches`.
+    pub fn load_with_branches(
+        backend: &dyn Backend,
+        path: &Path,
+        branch_files: &[PathBuf],
         config: BackboneConfig,
         aligner: Aligner,
     ) -> Result<Self> {
@@ -161,15 +245,7 @@ impl Embedder {
                 return Err(Error::config("backbone center length differs from dim"));
             }
         }
-        let edit = match &config.features {
-            Some(f) if f.pool.is_empty() || f.dim == 0 => {
-                return Err(Error::config(
-                    "backbone.features must name at least one tensor and a dim > 0",
-                ))
-            }
-            Some(f) => ModelEdit::pooled(f),
-            None => ModelEdit::none(),
-        };
+        let edit = config.model_edit(branch_files)?;
         let model = backend.load_edited(path, ShapePolicy::FixedBatch(1), &edit)?;
         Ok(Self {
             model,

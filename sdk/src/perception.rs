@@ -77,12 +77,24 @@ impl Perception {
         );
         let aligner = Aligner::new(m.aligner)?;
         let backbone = bundle.resolve(&m.backbone.file)?;
+        let branches = m
+            .backbone
+            .branches
+            .iter()
+            .map(|b| bundle.resolve(&b.file))
+            .collect::<Result<Vec<_>>>()?;
         // The detector's three nets and the backbone load (parse, optimise,
         // plan) on two threads: start-up is part of every `scan` process.
         let (detector, embedder) = std::thread::scope(|s| {
             let detector =
                 s.spawn(|| Mtcnn::load(backend, &pnet, &rnet, &onet, pnet_policy, d.config()));
-            let embedder = Embedder::load(backend, &backbone, m.backbone.clone(), aligner);
+            let embedder = Embedder::load_with_branches(
+                backend,
+                &backbone,
+                &branches,
+                m.backbone.clone(),
+                aligner,
+            );
             let detector = detector
                 .join()
                 .unwrap_or_else(|_| Err(crate::Error::model("detector", "loading panicked")));

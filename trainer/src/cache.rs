@@ -80,7 +80,11 @@ pub fn perception_key(bundle: &Bundle) -> Result<String> {
         "detector": d, "aligner": m.aligner, "backbone": m.backbone,
     });
     h.update(serde_json::to_vec(&spec)?);
-    for f in [&d.pnet, &d.rnet, &d.onet, &m.backbone.file] {
+    let branches = m.backbone.branches.iter().map(|b| &b.file);
+    for f in [&d.pnet, &d.rnet, &d.onet, &m.backbone.file]
+        .into_iter()
+        .chain(branches)
+    {
         let sha = m
             .files
             .get(f)

@@ -569,6 +569,10 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
     val.truncate(cfg.val_faces);
 
     // 2. Model, optimisers, checkpoint.
+    ensure!(
+        bm.backbone.branches.is_empty(),
+        "fine-tuning a backbone with branches is not supported: fine-tune each network on its own"
+    );
     let backbone_path = base.resolve(&bm.backbone.file)?;
     let mut graph = TrainableGraph::load(&backbone_path)?;
     ensure!(

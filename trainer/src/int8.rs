@@ -474,6 +474,44 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
         },
         "backbone",
     )?;
+    // A branch sees the same crop through its own normalisation: its
+    // calibration inputs are the backbone's, mapped as the SDK maps them.
+    let branch_files = sm
+        .backbone
+        .branches
+        .iter()
+        .map(|b| src.resolve(&b.file))
+        .collect::<fakewatch_sdk::Result<Vec<_>>>()?;
+    let edit = sm.backbone.model_edit(&branch_files)?;
+    let mut branches = Vec::new();
+    for (b, path) in edit.branches.iter().zip(&branch_files) {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("branch model file name")?;
+        let dst = backbone_out.with_file_name(format!("{stem}-int8.onnx"));
+        let hw = faces.first().map_or(0, |f| f.data.len() / 3);
+        let mapped: Vec<CalibrationInput> = faces
+            .iter()
+            .map(|f| CalibrationInput {
+                shape: f.shape.clone(),
+                data: f
+                    .data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x * b.scale + b.offset[(i / hw.max(1)).min(2)])
+                    .collect(),
+            })
+            .collect();
+        // `--keep-float` names nodes of the main backbone; a branch is
+        // quantized whole, weights-only when the backbone is.
+        let plan = FilePlan {
+            weights_only: a.weights_only,
+            ..full.clone()
+        };
+        let j = quantize_file(path, &dst, &mapped, &plan, &format!("branch {}", b.prefix))?;
+        branches.push((dst, j));
+    }
     drop(faces);
     let hq = match &head {
         Some(h) => Some(quantize_file(
@@ -528,6 +566,10 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
     m.detector.rnet = det("rnet", &sm.detector.rnet)?;
     m.detector.onet = det("onet", &sm.detector.onet)?;
     m.backbone.file = rel(&backbone_out)?;
+    for (spec, (dst, _)) in m.backbone.branches.iter_mut().zip(&branches) {
+        spec.file = rel(dst)?;
+    }
+    let branch_records: Vec<&serde_json::Value> = branches.iter().map(|(_, j)| j).collect();
     m.head = head.as_ref().map(|h| HeadSpec {
         file: "head.onnx".into(),
         dim: h.dim,
@@ -546,7 +588,7 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
     m.training = Some(json!({
         "quantized_from": {"bundle": sm.name, "path": rel(&a.bundle)?},
         "quantization": calibration.clone(),
-        "backbone": bb, "head": hq, "detector": detector,
+        "backbone": bb, "branches": branch_records, "head": hq, "detector": detector,
         "source_training": sm.training,
     }));
     fit::save_manifest(&mut m, &a.out)?;

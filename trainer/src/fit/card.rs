@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use fakewatch_sdk::bundle::{sha256_file, Bundle, BundleManifest, ClassifierSpec, HeadSpec};
+use fakewatch_sdk::pooling::PoolStat;
 use fakewatch_sdk::verdict::{Aggregation, Calibration, DecisionSpec, DEFAULT_FRAMES};
 use serde::Serialize;
 use serde_json::json;
@@ -91,6 +92,9 @@ pub(super) fn write_manifest(
     detector.onet = rel(&bm.detector.onet)?;
     let mut backbone = bm.backbone.clone();
     backbone.file = rel(&bm.backbone.file)?;
+    for b in &mut backbone.branches {
+        b.file = rel(&b.file)?;
+    }
     let head_dim = cfg.triplet.layers.last().copied().unwrap_or(0);
     let mut m = BundleManifest {
         format: fakewatch_sdk::bundle::BUNDLE_FORMAT,
@@ -295,12 +299,30 @@ Treat `fake` as a prompt for review, not proof.\n",
         created = m.created,
         backbone = m.backbone.file,
         vector = match &m.backbone.features {
-            Some(f) => format!(
-                "{}-d global-average-pooled activations of {} levels, standardised on the \
-                 training split",
-                f.dim,
-                f.pool.len()
-            ),
+            Some(f) => {
+                let stats: Vec<&str> = f
+                    .stats
+                    .iter()
+                    .map(|s| match s {
+                        PoolStat::Mean => "global-average-pooled",
+                        PoolStat::Max => "global-max-pooled",
+                        PoolStat::Std => "spatial standard deviation of",
+                    })
+                    .collect();
+                let branches: String = m
+                    .backbone
+                    .branches
+                    .iter()
+                    .map(|b| format!(" + {} (branch {})", b.file, b.prefix))
+                    .collect();
+                format!(
+                    "{}-d {} activations of {} levels{branches}, standardised on the \
+                     training split",
+                    f.dim,
+                    stats.join(" / "),
+                    f.pool.len()
+                )
+            }
             None => format!("{}-d embedding", m.backbone.dim),
         },
         size = m.backbone.input[2],
