@@ -3,6 +3,7 @@
 # split (the head; a weights-only backbone needs none) and measured on its test
 # split, and record the files in models/manifest.json:
 #   models/build_int8.sh          models/default -> models/default-int8 + models/faceres-int8.onnx
+#                                 + models/efficientnet_lite0-int8.onnx (its Lite0 branch)
 #   models/build_int8.sh paper    models/paper-facenet -> models/paper-facenet-int8 + models/facenet-int8.onnx
 # Needs ../shared/data/dfdc-faces (research data, not in this repository) and
 # the fp32 bundle. Deterministic: a rerun writes the same files (about 5 min on

@@ -67,9 +67,7 @@ class Lean:
         a, bb = j["aligner"], j["backbone"]
         self.size, self.margin = a["size"], a["margin"]
         self.mean, self.scale = bb["mean"], bb["scale"]
-        self.pool = (bb.get("features") or {}).get("pool", [])
-        model = reference.with_pooled_outputs(res(bb["file"]), self.pool) if self.pool else res(bb["file"])
-        self.backbone = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        self.backbone = reference.PooledBackbone(bb, res, opts)
         self.head = (ort.InferenceSession(res(j["head"]["file"]), opts, providers=["CPUExecutionProvider"])
                      if j.get("head") else None)
         self.clf = ort.InferenceSession(res(j["classifier"]["file"]), opts,
@@ -85,13 +83,11 @@ class Lean:
 
     def scores(self, crops):
         x = np.stack(crops).astype(np.float32)
-        names = [o.name for o in self.backbone.get_outputs()]
-        outs = dict(zip(names, self.backbone.run(None, {self.backbone.get_inputs()[0].name: x})))
-        if self.pool:
-            e = np.concatenate([outs[n].mean(axis=(2, 3)) for n in self.pool], axis=1)
+        emb, feats = self.backbone.run(x)
+        if feats is not None:
+            e = feats
         else:
-            e = outs[names[0]]
-            e = e / np.linalg.norm(e, axis=1, keepdims=True)
+            e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
             if self.head is not None:
                 e = self.head.run(None, {self.head.get_inputs()[0].name: e})[0]
         return self.clf.run(None, {self.clf.get_inputs()[0].name: e.astype(np.float32)})[0].reshape(-1)

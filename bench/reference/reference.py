@@ -231,6 +231,55 @@ def with_pooled_outputs(path, names):
     return m.SerializeToString()
 
 
+STATS = {
+    "mean": lambda t: t.mean(axis=(2, 3)),
+    "max": lambda t: t.max(axis=(2, 3)),
+    "std": lambda t: np.sqrt(np.maximum((t * t).mean(axis=(2, 3)) - t.mean(axis=(2, 3)) ** 2, 0)),
+}
+
+
+class PooledBackbone:
+    """The bundle's backbone on onnxruntime, as the SDK runs it: the embedding and, for a
+    multi-level bundle, the pooled features (`features.pool`, each `features.stats` in turn).
+    Each branch (`backbone.branches`) runs as its own session on its own normalisation of the
+    same crop, where the SDK merges it into one graph."""
+
+    def __init__(self, bb, res, opts):
+        feats = bb.get("features") or {}
+        self.pool, self.stats = feats.get("pool", []), feats.get("stats", ["mean"])
+        mean = lambda m: np.broadcast_to(np.asarray(m, np.float32), (3,))
+        main_mean = mean(bb["mean"])
+        self.nets = []  # (session, prefix, scale, offset) — input = main_input * scale + offset
+        branches = bb.get("branches", [])
+        own = [n for n in self.pool if not any(n.startswith(b["prefix"]) for b in branches)]
+        specs = [(bb["file"], "", own, 1.0, np.zeros(3, np.float32))]
+        for b in branches:
+            names = [n[len(b["prefix"]):] for n in self.pool if n.startswith(b["prefix"])]
+            scale = b["scale"] / bb["scale"]
+            offset = (main_mean - mean(b["mean"])) * b["scale"]
+            specs.append((b["file"], b["prefix"], names, scale, offset.astype(np.float32)))
+        for f, prefix, names, scale, offset in specs:
+            model = with_pooled_outputs(res(f), names) if names else res(f)
+            sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+            self.nets.append((sess, prefix, scale, offset))
+
+    def run(self, x):
+        """`x`: NCHW crops normalised for the main backbone. Returns (embedding output,
+        pooled features or None)."""
+        named, first = {}, None
+        for sess, prefix, scale, offset in self.nets:
+            xi = x if not prefix else (x * np.float32(scale) + offset[None, :, None, None]).astype(np.float32)
+            outs = sess.run(None, {sess.get_inputs()[0].name: xi})
+            if first is None:
+                first = outs[0]
+            for o, v in zip(sess.get_outputs(), outs):
+                named[prefix + o.name] = v
+        if not self.pool:
+            return first, None
+        return first, np.concatenate([STATS[s](named[n]) for s in self.stats for n in self.pool],
+                                     axis=1).astype(np.float32)
+
+
 class Scorer:
     def __init__(self, bundle, opts):
         j = json.load(open(os.path.join(bundle, "bundle.json")))
@@ -245,13 +294,8 @@ class Scorer:
         self.mean, self.scale = bb["mean"], bb["scale"]
         sess = lambda f: ort.InferenceSession(res(f), opts, providers=["CPUExecutionProvider"])
         # Multi-level bundles: the pooled tensors become extra graph outputs
-        # (as the SDK's pooling edit does), averaged over H and W here.
-        self.pool = (bb.get("features") or {}).get("pool", [])
-        if self.pool:
-            self.backbone = ort.InferenceSession(with_pooled_outputs(res(bb["file"]), self.pool), opts,
-                                                 providers=["CPUExecutionProvider"])
-        else:
-            self.backbone = sess(bb["file"])
+        # (as the SDK's pooling edit does), pooled over H and W here.
+        self.backbone = PooledBackbone(bb, res, opts)
         self.head = sess(j["head"]["file"]) if j.get("head") else None
         self.clf = sess(j["classifier"]["file"])
 
@@ -285,12 +329,8 @@ class Scorer:
         if not dets:
             return []
         x = np.stack([self.align(img, b) for b, _, _ in dets]).astype(np.float32)
-        outs = self.backbone.run(None, {self.backbone.get_inputs()[0].name: x})
-        if self.pool:
-            named = dict(zip([o.name for o in self.backbone.get_outputs()], outs))
-            e = np.concatenate([named[n].mean(axis=(2, 3)) for n in self.pool], axis=1).astype(np.float32)
-        else:
-            e = outs[0] / np.linalg.norm(outs[0], axis=1, keepdims=True)
+        emb, feats = self.backbone.run(x)
+        e = feats if feats is not None else emb / np.linalg.norm(emb, axis=1, keepdims=True)
         if self.head is not None:
             e = self.head.run(None, {self.head.get_inputs()[0].name: e})[0]
         p = self.clf.run(None, {self.clf.get_inputs()[0].name: e})[0].reshape(-1)

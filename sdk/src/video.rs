@@ -194,13 +194,18 @@ impl VideoReader {
         }));
         if let Some(pad) = chain[0].static_pad("sink") {
             let g = gate.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 // A poisoned lock (a panic elsewhere) passes every frame.
                 let keep = g.lock().map_or(true, |mut g| g.admit());
                 if keep {
                     gst::PadProbeReturn::Ok
                 } else {
-                    gst::PadProbeReturn::Drop
+                    // The probe consumes the frame (dropped here) and the push
+                    // succeeds: `Drop` made GStreamer 1.22 log a critical
+                    // (`gst_mini_object_unref: assertion 'mini_object != NULL'`).
+                    info.data = None;
+                    info.flow_res = Ok(gst::FlowSuccess::Ok);
+                    gst::PadProbeReturn::Handled
                 }
             });
         }
