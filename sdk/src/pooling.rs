@@ -184,7 +184,7 @@ impl ModelEdit {
                             "GlobalMaxPool"
                         };
                         // The mean of a tensor pooled twice is computed once.
-                        if !g.node.iter().any(|n| n.output.iter().any(|o| *o == pooled)) {
+                        if !g.node.iter().any(|n| n.output.contains(&pooled)) {
                             g.node.push(node(op, &[t], &pooled, vec![]));
                         }
                     }
@@ -197,7 +197,7 @@ impl ModelEdit {
                             p("var"),
                             p("var_pos"),
                         );
-                        if !g.node.iter().any(|n| n.output.iter().any(|o| *o == mean)) {
+                        if !g.node.iter().any(|n| n.output.contains(&mean)) {
                             g.node.push(node("GlobalAveragePool", &[t], &mean, vec![]));
                         }
                         g.node.push(node("Mul", &[t, t], &sq, vec![]));

@@ -80,7 +80,8 @@ fn generated_frames_stages_floors_and_scan() {
             assert!((floor - gf * 1e9 / (peak * cores) * 1e3).abs() < 1e-6 * (1.0 + floor));
         }
         // Every generated face is found at 480p; the default bundle's faceres
-        // (MobileNet-v1 at 224×224) costs 0.57 GMAC ≈ 1.14 GFLOP per face.
+        // (MobileNet-v1 at 224×224, 0.57 GMAC ≈ 1.14 GFLOP) and its
+        // EfficientNet-Lite0 branch (≈ 0.77 GFLOP) cost ≈ 1.91 GFLOP per face.
         if w == 854 {
             let want = if c["case"].as_str().unwrap().ends_with("-1f") {
                 1
@@ -92,7 +93,7 @@ fn generated_frames_stages_floors_and_scan() {
         let backbone = &c["stages"][4];
         let per_face = backbone["gflop"].as_f64().unwrap() / faces.max(1) as f64;
         if faces > 0 {
-            assert!((1.0..1.3).contains(&per_face), "{per_face} GFLOP per face");
+            assert!((1.8..2.0).contains(&per_face), "{per_face} GFLOP per face");
         }
         assert_eq!(c["scan"]["frames"], 2, "{c}");
         // `--compare tract`: the same stages again on a second backend

@@ -233,6 +233,7 @@ fn signed_bundles_keygen_sign_and_refusals() {
         "mtcnn_onet.onnx",
         "facenet.onnx",
         "faceres.onnx",
+        "efficientnet_lite0.onnx",
     ] {
         std::os::unix::fs::symlink(root().join("models").join(f), dir.join("models").join(f))
             .unwrap();
