@@ -490,16 +490,16 @@ pub fn run(a: QuantizeArgs, backend: &dyn Backend) -> Result<()> {
             .and_then(|s| s.to_str())
             .context("branch model file name")?;
         let dst = backbone_out.with_file_name(format!("{stem}-int8.onnx"));
-        let hw = faces.first().map_or(0, |f| f.data.len() / 3);
+        // Each face is one CHW item: channel c is the c-th third of it.
         let mapped: Vec<CalibrationInput> = faces
             .iter()
             .map(|f| CalibrationInput {
                 shape: f.shape.clone(),
                 data: f
                     .data
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| x * b.scale + b.offset[(i / hw.max(1)).min(2)])
+                    .chunks(f.data.len().div_ceil(3).max(1))
+                    .zip(b.offset)
+                    .flat_map(|(plane, o)| plane.iter().map(move |x| x * b.scale + o))
                     .collect(),
             })
             .collect();
