@@ -167,7 +167,16 @@ impl ModelEdit {
         } else {
             self.stats.clone()
         };
+        if let Some(twice) = stats
+            .iter()
+            .enumerate()
+            .find(|(k, s)| stats[..*k].contains(s))
+        {
+            return Err(format!("backbone.features.stats lists {:?} twice", twice.1));
+        }
         let mut flat = Vec::with_capacity(self.pool.len() * stats.len());
+        // Each tensor's mean is computed once, whether asked for or for a std.
+        let mut means = HashSet::new();
         for stat in stats {
             for (i, t) in self.pool.iter().enumerate() {
                 let p = |what: &str| format!("{POOLED_OUTPUT}/{what}{i}");
@@ -177,17 +186,13 @@ impl ModelEdit {
                     PoolStat::Std => p("std"),
                 };
                 match stat {
-                    PoolStat::Mean | PoolStat::Max => {
-                        let op = if stat == PoolStat::Mean {
-                            "GlobalAveragePool"
-                        } else {
-                            "GlobalMaxPool"
-                        };
-                        // The mean of a tensor pooled twice is computed once.
-                        if !g.node.iter().any(|n| n.output.contains(&pooled)) {
-                            g.node.push(node(op, &[t], &pooled, vec![]));
+                    PoolStat::Mean => {
+                        if means.insert(i) {
+                            g.node
+                                .push(node("GlobalAveragePool", &[t], &pooled, vec![]));
                         }
                     }
+                    PoolStat::Max => g.node.push(node("GlobalMaxPool", &[t], &pooled, vec![])),
                     PoolStat::Std => {
                         let (mean, sq, mean_sq, mean2, var, pos) = (
                             p("gap"),
@@ -197,7 +202,7 @@ impl ModelEdit {
                             p("var"),
                             p("var_pos"),
                         );
-                        if !g.node.iter().any(|n| n.output.contains(&mean)) {
+                        if means.insert(i) {
                             g.node.push(node("GlobalAveragePool", &[t], &mean, vec![]));
                         }
                         g.node.push(node("Mul", &[t, t], &sq, vec![]));
@@ -622,6 +627,13 @@ mod tests {
         };
         let e = edit.apply(&mut m).unwrap_err();
         assert!(e.contains("\"nope\""), "{e}");
+        let twice = ModelEdit {
+            pool: vec!["a".into()],
+            stats: vec![PoolStat::Max, PoolStat::Max],
+            ..ModelEdit::none()
+        };
+        let e = twice.apply(&mut graph()).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
     }
 
     #[test]
