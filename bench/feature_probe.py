@@ -67,8 +67,8 @@ def load(path, wanted):
 def lbfgs_logistic(x, y, l2, iters=300, m=10):
     """Minimises mean log-loss + l2/2 |w|^2 (bias unpenalised) by L-BFGS."""
     n, d = x.shape
-    w = np.zeros(d + 1)
-    t = 2.0 * y - 1.0
+    w = np.zeros(d + 1, x.dtype)
+    t = (2.0 * y - 1.0).astype(x.dtype)
 
     def f_g(w):
         z = x @ w[:d] + w[d]
@@ -116,14 +116,14 @@ def lbfgs_logistic(x, y, l2, iters=300, m=10):
     return w
 
 
-def fit_and_score(train, val, tests):
+def fit_and_score(train, val, tests, grid=L2_GRID, dtype=np.float64):
     """train/val: (x, y); tests: dict name -> (x, y). Standardise on train, pick L2 on val."""
     mu = train[0].mean(0)
     sd = train[0].std(0) + 1e-6
-    z = lambda a: ((a - mu) / sd).astype(np.float64)
+    z = lambda a: ((a - mu) / sd).astype(dtype)
     xt, xv = z(train[0]), z(val[0])
     best = None
-    for l2 in L2_GRID:
+    for l2 in grid:
         w = lbfgs_logistic(xt, train[1], l2)
         a = auc(val[1], xv @ w[:-1] + w[-1])
         if best is None or a > best[0]:
@@ -137,6 +137,10 @@ def main():
     ap.add_argument("caches", nargs="+", help="NAME=cache.ndjson")
     ap.add_argument("--sets", nargs="+", required=True, help="feature sets: NAME or NAME+NAME")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--l2", type=float, nargs="+", default=L2_GRID,
+                    help="L2 strengths to choose from on validation (fewer: faster)")
+    ap.add_argument("--float32", action="store_true",
+                    help="fit in float32 (faster on wide sets; a screen, not the trainer's fit)")
     args = ap.parse_args()
 
     rows = list(csv.DictReader(open(DATASET / "labels.csv")))
@@ -150,6 +154,7 @@ def main():
         print(f"{name}: {len(caches[name])} cached faces", file=sys.stderr)
 
     rng = np.random.default_rng(args.seed)
+    fit_opts = {"grid": args.l2, "dtype": np.float32 if args.float32 else np.float64}
     print("| features | dim | DFDC test | held-out DFDC fakes | held-out self-blends | LOSO mean | JPEG q30 |")
     print("|---|---|---|---|---|---|---|")
     for fs in args.sets:
@@ -203,11 +208,11 @@ def main():
         half = rng.random(len(arr["train_sbi"][1])) < 0.5
         arr["train_sbi_half"] = (arr["train_sbi"][0][half], arr["train_sbi"][1][half])
         _, both = fit_and_score(cat("train_real", "train_fake", "train_sbi_half"), cat("val_real", "val_fake", "val_sbi"),
-                                {"test": cat("test_real", "test_fake"), "jpeg": cat("jpeg_real", "jpeg_fake")})
+                                {"test": cat("test_real", "test_fake"), "jpeg": cat("jpeg_real", "jpeg_fake")}, **fit_opts)
         _, real = fit_and_score(cat("train_real", "train_fake"), cat("val_real", "val_fake"),
-                                {"sbi": cat("test_real", "test_sbi")})
+                                {"sbi": cat("test_real", "test_sbi")}, **fit_opts)
         _, sbi = fit_and_score(cat("train_real", "train_sbi"), cat("val_real", "val_sbi"),
-                               {"dfdc": cat("test_real", "test_fake")})
+                               {"dfdc": cat("test_real", "test_fake")}, **fit_opts)
         dim = arr["test_real"][0].shape[1]
         mean = (real["sbi"] + sbi["dfdc"]) / 2
         print(f"| {fs} | {dim} | {both['test']:.4f} | {sbi['dfdc']:.4f} | {real['sbi']:.4f} | {mean:.4f} | {both['jpeg']:.4f} |",

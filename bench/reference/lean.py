@@ -7,7 +7,7 @@ one: GStreamer pipe decode, the area resampling of facenet-pytorch in numpy).
   indices (the centres of n equal bins of ``CAP_PROP_FRAME_COUNT``);
 - MTCNN in numpy on onnxruntime (the bundle's P/R/O-Nets and parameters; the
   pyramid and crops resized by OpenCV's ``INTER_AREA``);
-- the largest face of each frame, cropped with the bundle's margin;
+- the largest face of each frame, cropped by the bundle's aligner (margin or box square);
 - all crops of a video through the backbone in **one** batched onnxruntime call,
   its pooled multi-level features (the bundle's ``backbone.features.pool``
   tensors added as graph outputs, averaged in numpy), then one classifier call.
@@ -65,7 +65,7 @@ class Lean:
                                d.get("min_face", 40.0), d.get("factor", 0.709),
                                d.get("thresholds", [0.6, 0.7, 0.9]))
         a, bb = j["aligner"], j["backbone"]
-        self.size, self.margin = a["size"], a["margin"]
+        self.aligner, self.size = a, a["size"]
         self.mean, self.scale = bb["mean"], bb["scale"]
         self.backbone = reference.PooledBackbone(bb, res, opts)
         self.head = (ort.InferenceSession(res(j["head"]["file"]), opts, providers=["CPUExecutionProvider"])
@@ -75,9 +75,7 @@ class Lean:
 
     def crop(self, img, box):
         h, w = img.shape[:2]
-        m = self.margin / 2
-        x0, y0 = int(np.clip(box[0] - m, 0, w)), int(np.clip(box[1] - m, 0, h))
-        x1, y1 = int(np.clip(box[2] + m, 0, w)), int(np.clip(box[3] + m, 0, h))
+        x0, y0, x1, y1 = reference.crop_rect(self.aligner, box, w, h)
         x = cv2.resize(img[y0:y1, x0:x1], (self.size, self.size), interpolation=cv2.INTER_AREA)
         return ((x.astype(np.float32) - self.mean) * self.scale).transpose(2, 0, 1)
 

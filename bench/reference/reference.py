@@ -280,6 +280,24 @@ class PooledBackbone:
                                      axis=1).astype(np.float32)
 
 
+def crop_rect(aligner, box, w, h):
+    """The SDK's crop rectangle (x0, y0, x1, y1) of a detection box for the
+    bundle's aligner: ``facenet_margin`` (box ± margin/2, clamped) or
+    ``box_square`` (a square of side × box width, centred shift × box width
+    below the box centre, moved inside the frame, shrunk only to fit it)."""
+    if aligner["kind"] == "box_square":
+        bw = np.float32(box[2]) - np.float32(box[0])
+        cx = (np.float32(box[0]) + np.float32(box[2])) / np.float32(2)
+        cy = (np.float32(box[1]) + np.float32(box[3])) / np.float32(2) + np.float32(aligner.get("shift", 0.0)) * bw
+        side = min(int(np.floor(np.float32(aligner.get("side", 1.0)) * bw + np.float32(0.5))), w, h)
+        place = lambda c, extent: int(np.clip(np.floor(c - np.float32(side) / 2 + np.float32(0.5)), 0, extent - side))
+        x0, y0 = place(cx, w), place(cy, h)
+        return x0, y0, x0 + side, y0 + side
+    m = aligner["margin"] / 2
+    return (int(np.clip(box[0] - m, 0, w)), int(np.clip(box[1] - m, 0, h)),
+            int(np.clip(box[2] + m, 0, w)), int(np.clip(box[3] + m, 0, h)))
+
+
 class Scorer:
     def __init__(self, bundle, opts):
         j = json.load(open(os.path.join(bundle, "bundle.json")))
@@ -288,9 +306,10 @@ class Scorer:
         self.mtcnn = Mtcnn([res(d["pnet"]), res(d["rnet"]), res(d["onet"])], opts,
                            d.get("min_face", 40.0), d.get("factor", 0.709), d.get("thresholds", [0.6, 0.7, 0.9]))
         a, bb = j["aligner"], j["backbone"]
-        if a["kind"] != "facenet_margin" or bb.get("bgr") or bb.get("center"):
-            raise SystemExit("reference supports the facenet_margin aligner, RGB, no centre")
-        self.size, self.margin = a["size"], a["margin"]
+        if a["kind"] not in ("facenet_margin", "box_square") or bb.get("bgr") or bb.get("center"):
+            raise SystemExit("reference supports the facenet_margin and box_square aligners, RGB, no centre")
+        self.aligner = a
+        self.size = a["size"]
         self.mean, self.scale = bb["mean"], bb["scale"]
         sess = lambda f: ort.InferenceSession(res(f), opts, providers=["CPUExecutionProvider"])
         # Multi-level bundles: the pooled tensors become extra graph outputs
@@ -301,9 +320,7 @@ class Scorer:
 
     def align(self, img, box):
         h, w = img.shape[:2]
-        m = self.margin / 2
-        x0, y0 = int(np.clip(box[0] - m, 0, w)), int(np.clip(box[1] - m, 0, h))
-        x1, y1 = int(np.clip(box[2] + m, 0, w)), int(np.clip(box[3] + m, 0, h))
+        x0, y0, x1, y1 = crop_rect(self.aligner, box, w, h)
         if x1 - x0 >= self.size and y1 - y0 >= self.size:
             x = resize_area(img[y0:y1, x0:x1], self.size, self.size)
         else:  # bilinear upscaling, pixel centres, black outside

@@ -26,6 +26,31 @@ pub enum AlignerKind {
     FacenetMargin,
     /// Similarity transform of the 5 landmarks onto [`TEMPLATE_112`].
     Similarity,
+    /// A square of `side × box width`, centred `shift × box width` below
+    /// the box centre, kept inside the frame, resized to `size × size`:
+    /// the face at one scale and with its aspect ratio kept, as in tight
+    /// face-crop datasets (MTCNN's boxes are about 1.3× taller than wide,
+    /// so the margin crop squeezes faces vertically).
+    BoxSquare,
+}
+
+/// Side of a [`AlignerKind::BoxSquare`] crop when the bundle gives none.
+pub const DEFAULT_SQUARE_SIDE: f32 = 1.0;
+/// Accepted [`AlignerConfig::side`] range (multiples of the box width).
+const SIDE_RANGE: std::ops::RangeInclusive<f32> = 0.25..=4.0;
+/// Accepted [`AlignerConfig::shift`] range (fractions of the box width).
+const SHIFT_RANGE: std::ops::RangeInclusive<f32> = -1.0..=1.0;
+
+fn default_side() -> f32 {
+    DEFAULT_SQUARE_SIDE
+}
+
+fn is_default_side(v: &f32) -> bool {
+    *v == DEFAULT_SQUARE_SIDE
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 /// Aligner parameters (the bundle's `aligner` object).
@@ -39,6 +64,14 @@ pub struct AlignerConfig {
     /// Total margin in source pixels (`FacenetMargin` only).
     #[serde(default)]
     pub margin: u32,
+    /// Side of the square as a multiple of the detection box's width
+    /// (`BoxSquare` only; absent: 1).
+    #[serde(default = "default_side", skip_serializing_if = "is_default_side")]
+    pub side: f32,
+    /// Downward shift of the square's centre from the box centre, as a
+    /// fraction of the box width (`BoxSquare` only; absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shift: f32,
 }
 
 impl Default for AlignerConfig {
@@ -47,6 +80,8 @@ impl Default for AlignerConfig {
             kind: AlignerKind::FacenetMargin,
             size: 160,
             margin: 32,
+            side: DEFAULT_SQUARE_SIDE,
+            shift: 0.0,
         }
     }
 }
@@ -141,6 +176,18 @@ impl Aligner {
                 config.margin
             )));
         }
+        if !SIDE_RANGE.contains(&config.side) {
+            return Err(Error::config(format!(
+                "aligner side {} not in {:?} box widths",
+                config.side, SIDE_RANGE
+            )));
+        }
+        if !SHIFT_RANGE.contains(&config.shift) {
+            return Err(Error::config(format!(
+                "aligner shift {} not in {:?} box widths",
+                config.shift, SHIFT_RANGE
+            )));
+        }
         Ok(Self { config })
     }
 
@@ -175,6 +222,37 @@ impl Aligner {
         (r.x0 < r.x1 && r.y0 < r.y1).then_some(r)
     }
 
+    /// The [`AlignerKind::BoxSquare`] rectangle for `det`: a square of
+    /// `side × box width` centred `shift × box width` below the box centre,
+    /// moved inside the frame (never cut, so the face keeps its scale and
+    /// aspect), and shrunk to the frame's shorter side only when larger.
+    /// `None` for a degenerate box or an empty frame.
+    pub fn square_rect(&self, det: &Detection, width: u32, height: u32) -> Option<Rect> {
+        let b = det.bbox;
+        let bw = b.x2 - b.x1;
+        let cx = (b.x1 + b.x2) / 2.0;
+        let cy = (b.y1 + b.y2) / 2.0 + self.config.shift * bw;
+        let side = (self.config.side * bw).round();
+        if !(side.is_finite() && cx.is_finite() && cy.is_finite()) || side < 1.0 {
+            return None;
+        }
+        let side = (side as u32).min(width).min(height);
+        if side == 0 {
+            return None;
+        }
+        let place = |centre: f32, extent: u32| {
+            let hi = (extent - side) as f32;
+            (centre - side as f32 / 2.0).round().clamp(0.0, hi) as u32
+        };
+        let (x0, y0) = (place(cx, width), place(cy, height));
+        Some(Rect {
+            x0,
+            y0,
+            x1: x0 + side,
+            y1: y0 + side,
+        })
+    }
+
     /// Writes the aligned face of `det`, normalised by `norm`, into `out`
     /// (length [`Self::item_len`]).
     pub fn align_into(
@@ -189,10 +267,13 @@ impl Aligner {
         }
         let size = self.config.size as usize;
         match self.config.kind {
-            AlignerKind::FacenetMargin => {
-                let r = self
-                    .margin_rect(det, frame.width(), frame.height())
-                    .ok_or_else(|| Error::frame("face box lies outside the frame"))?;
+            AlignerKind::FacenetMargin | AlignerKind::BoxSquare => {
+                let r = if self.config.kind == AlignerKind::BoxSquare {
+                    self.square_rect(det, frame.width(), frame.height())
+                } else {
+                    self.margin_rect(det, frame.width(), frame.height())
+                }
+                .ok_or_else(|| Error::frame("face box lies outside the frame"))?;
                 if r.width() as usize >= size && r.height() as usize >= size {
                     if resize_area_chw(frame, r, size, size, norm, out) {
                         return Ok(());
@@ -363,6 +444,7 @@ mod tests {
             kind: AlignerKind::FacenetMargin,
             size: 64,
             margin: 0,
+            ..AlignerConfig::default()
         })
         .unwrap();
         let det = Detection {
@@ -396,6 +478,7 @@ mod tests {
             kind: AlignerKind::Similarity,
             size: 112,
             margin: 0,
+            ..AlignerConfig::default()
         })
         .unwrap();
         let det = Detection {
@@ -407,5 +490,107 @@ mod tests {
         let p = TEMPLATE_112[2];
         let v = out.pixel(p[0].round() as u32, p[1].round() as u32).unwrap();
         assert!(v[0] > 100, "{v:?}");
+    }
+
+    fn square(side: f32, shift: f32) -> Aligner {
+        Aligner::new(AlignerConfig {
+            kind: AlignerKind::BoxSquare,
+            size: 32,
+            margin: 0,
+            side,
+            shift,
+        })
+        .unwrap()
+    }
+
+    fn det(x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
+        Detection {
+            bbox: BBox::new(x1, y1, x2, y2),
+            score: 1.0,
+            landmarks: Landmarks::default(),
+        }
+    }
+
+    #[test]
+    fn square_rect_keeps_scale_and_aspect() {
+        // A 100 × 130 box (MTCNN's usual aspect): a 0.8 × 100 = 80 px square,
+        // its centre 0.1 × 100 = 10 px below the box centre (150, 215).
+        let r = square(0.8, 0.1)
+            .square_rect(&det(100.0, 150.0, 200.0, 280.0), 640, 480)
+            .unwrap();
+        assert_eq!(
+            r,
+            Rect {
+                x0: 110,
+                y0: 185,
+                x1: 190,
+                y1: 265
+            }
+        );
+        // Near the frame's edge the square moves inside instead of being cut.
+        let r = square(0.8, 0.1)
+            .square_rect(&det(-20.0, 400.0, 80.0, 530.0), 640, 480)
+            .unwrap();
+        assert_eq!((r.x0, r.width(), r.height(), r.y1), (0, 80, 80, 480));
+        // Larger than the frame: shrunk to its shorter side.
+        let r = square(2.0, 0.0)
+            .square_rect(&det(0.0, 0.0, 100.0, 100.0), 150, 120)
+            .unwrap();
+        assert_eq!((r.width(), r.height()), (120, 120));
+        assert!(square(1.0, 0.0)
+            .square_rect(&det(f32::NAN, 0.0, 10.0, 10.0), 100, 100)
+            .is_none());
+        assert!(square(1.0, 0.0)
+            .square_rect(&det(5.0, 5.0, 5.2, 9.0), 100, 100)
+            .is_none());
+    }
+
+    #[test]
+    fn square_crop_does_not_squeeze_a_circle() {
+        // A filled circle inside a tall box: the square crop keeps it round
+        // (as wide as high in the output); the margin crop of the same box
+        // squeezes it vertically.
+        let mut f = Frame::filled(200, 200, [0, 0, 0]).unwrap();
+        for y in 0..200u32 {
+            for x in 0..200u32 {
+                let (dx, dy) = (x as f32 - 100.0, y as f32 - 100.0);
+                if dx * dx + dy * dy <= 30.0 * 30.0 {
+                    f.set_pixel(x, y, [255, 255, 255]);
+                }
+            }
+        }
+        let tall = det(60.0, 48.0, 140.0, 152.0);
+        let extent = |rgb: &Frame| {
+            let s = rgb.width();
+            let lit = |x: u32, y: u32| rgb.pixel(x, y).is_some_and(|p| p[0] > 127);
+            let wide = (0..s).filter(|&x| lit(x, s / 2)).count();
+            let high = (0..s).filter(|&y| lit(s / 2, y)).count();
+            (wide, high)
+        };
+        let (w, h) = extent(&square(1.0, 0.0).align_rgb(&f, &tall).unwrap());
+        assert!(w.abs_diff(h) <= 1, "square crop {w} × {h}");
+        let margin = Aligner::new(AlignerConfig {
+            size: 32,
+            margin: 0,
+            ..AlignerConfig::default()
+        })
+        .unwrap();
+        let (w, h) = extent(&margin.align_rgb(&f, &tall).unwrap());
+        assert!(w > h + 3, "margin crop {w} × {h}");
+    }
+
+    #[test]
+    fn square_parameters_are_checked() {
+        let bad = |side, shift| {
+            Aligner::new(AlignerConfig {
+                kind: AlignerKind::BoxSquare,
+                side,
+                shift,
+                ..AlignerConfig::default()
+            })
+            .is_err()
+        };
+        assert!(bad(0.0, 0.0) && bad(f32::NAN, 0.0) && bad(1.0, 2.0) && bad(1.0, f32::NAN));
+        assert!(!bad(0.88, 0.11));
     }
 }
