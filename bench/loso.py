@@ -10,6 +10,9 @@ Each row is a prefix P with three bundles, P-both, P-real-fakes and P-self-blend
 - mean of the two held-out columns.
 
     python3 bench/loso.py target/bundles/faceres-ml-lbfgs target/bundles/lite0-ml-lbfgs ...
+
+A name holding ``{}`` is a template for the setting instead of a prefix (other seeds):
+``target/bundles/faceres-lite0-stats-lbfgs-{}-seed7``.
 """
 
 import json
@@ -32,13 +35,14 @@ def main():
     print("| variant | DFDC test AUC | held-out DFDC fakes | held-out self-blends | LOSO mean | JPEG q30 |")
     print("|---|---|---|---|---|---|")
     for prefix in sys.argv[1:]:
-        both, real, sbi = (metrics(f"{prefix}-{s}") for s in ("both", "real-fakes", "self-blended"))
+        name = prefix if "{}" in prefix else prefix + "-{}"
+        both, real, sbi = (metrics(name.format(s)) for s in ("both", "real-fakes", "self-blended"))
         test = both and both.get("auc")
         jpeg = both and (both.get("robustness") or {}).get("auc")
         held_dfdc = sbi and sbi.get("auc")
         held_sbi = real and (real.get("self_blended_test") or {}).get("auc")
         mean = (held_dfdc + held_sbi) / 2 if held_dfdc and held_sbi else None
-        print(f"| {Path(prefix).name} | {fmt(test)} | {fmt(held_dfdc)} | {fmt(held_sbi)} | "
+        print(f"| {Path(prefix).name.replace('-{}', '')} | {fmt(test)} | {fmt(held_dfdc)} | {fmt(held_sbi)} | "
               f"{fmt(mean)} | {fmt(jpeg)} |")
 
 
