@@ -67,8 +67,8 @@ def load(path, wanted):
 def lbfgs_logistic(x, y, l2, iters=300, m=10):
     """Minimises mean log-loss + l2/2 |w|^2 (bias unpenalised) by L-BFGS."""
     n, d = x.shape
-    w = np.zeros(d + 1, x.dtype)
-    t = (2.0 * y - 1.0).astype(x.dtype)
+    w = np.zeros(d + 1)
+    t = 2.0 * y - 1.0
 
     def f_g(w):
         z = x @ w[:d] + w[d]
@@ -116,11 +116,11 @@ def lbfgs_logistic(x, y, l2, iters=300, m=10):
     return w
 
 
-def fit_and_score(train, val, tests, grid=L2_GRID, dtype=np.float64):
+def fit_and_score(train, val, tests, grid=L2_GRID):
     """train/val: (x, y); tests: dict name -> (x, y). Standardise on train, pick L2 on val."""
     mu = train[0].mean(0)
     sd = train[0].std(0) + 1e-6
-    z = lambda a: ((a - mu) / sd).astype(dtype)
+    z = lambda a: ((a - mu) / sd).astype(np.float64)
     xt, xv = z(train[0]), z(val[0])
     best = None
     for l2 in grid:
@@ -139,8 +139,6 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--l2", type=float, nargs="+", default=L2_GRID,
                     help="L2 strengths to choose from on validation (fewer: faster)")
-    ap.add_argument("--float32", action="store_true",
-                    help="fit in float32 (faster on wide sets; a screen, not the trainer's fit)")
     args = ap.parse_args()
 
     rows = list(csv.DictReader(open(DATASET / "labels.csv")))
@@ -154,7 +152,7 @@ def main():
         print(f"{name}: {len(caches[name])} cached faces", file=sys.stderr)
 
     rng = np.random.default_rng(args.seed)
-    fit_opts = {"grid": args.l2, "dtype": np.float32 if args.float32 else np.float64}
+    fit_opts = {"grid": args.l2}
     print("| features | dim | DFDC test | held-out DFDC fakes | held-out self-blends | LOSO mean | JPEG q30 |")
     print("|---|---|---|---|---|---|---|")
     for fs in args.sets:
