@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::AppContext;
 use clap::Args;
+use fakewatch_sdk::detector::Step;
 use fakewatch_sdk::sampling::VideoInfo;
 use fakewatch_sdk::verdict::{describe, Unknown, Verdict};
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
@@ -38,6 +40,95 @@ pub struct ScanArgs {
     /// bundle (default: the bundle's; 0.5 when calibrated).
     #[arg(long)]
     threshold: Option<f32>,
+    /// Print where the time went (model load, decode, each detector stage,
+    /// backbone, classifier) to stderr after the scan.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// Time per stage summed over a scan (`--profile`).
+#[derive(Debug, Default)]
+pub(crate) struct ScanProfile {
+    load: Duration,
+    inputs: usize,
+    wall: Duration,
+    frames: usize,
+    faces: usize,
+    stage1: Duration,
+    rnet: Duration,
+    onet: Duration,
+    embed: Duration,
+    score: Duration,
+}
+
+impl ScanProfile {
+    fn add(&mut self, step: &Step) {
+        let t = &step.timings;
+        let d = &t.perception.detect;
+        self.frames += 1;
+        self.faces += step.faces.len();
+        self.stage1 += d.stage1_wall;
+        self.rnet += d.rnet;
+        self.onet += d.onet;
+        self.embed += t.perception.embed;
+        self.score += t.score;
+    }
+
+    /// The table `--profile` prints: seconds, share of the whole run and
+    /// milliseconds per analysed frame for each stage; "decode and other" is
+    /// the scan's wall time less the analysis stages: the wait for decoded
+    /// frames (GStreamer decodes on its own threads while a frame is
+    /// analysed, so only the part not hidden shows), colour conversion,
+    /// tracking and start of each input.
+    fn table(&self) -> String {
+        let analysis = self.stage1 + self.rnet + self.onet + self.embed + self.score;
+        let other = self.wall.saturating_sub(analysis);
+        let total = self.load + self.wall;
+        let per_frame = |d: Duration| {
+            if self.frames == 0 {
+                0.0
+            } else {
+                d.as_secs_f64() * 1e3 / self.frames as f64
+            }
+        };
+        let mut out = format!(
+            "profile: {} input(s), {} frame(s), {} face(s), {:.2} s in all\n{:<28}{:>9}{:>8}{:>12}\n",
+            self.inputs,
+            self.frames,
+            self.faces,
+            total.as_secs_f64(),
+            "stage",
+            "s",
+            "share",
+            "ms/frame"
+        );
+        for (name, d) in [
+            ("model load", self.load),
+            ("decode and other", other),
+            ("pyramid + PNet (wall)", self.stage1),
+            ("RNet crops + net", self.rnet),
+            ("ONet crops + net", self.onet),
+            ("alignment + backbone", self.embed),
+            ("head + classifier", self.score),
+        ] {
+            let share = if total.is_zero() {
+                0.0
+            } else {
+                100.0 * d.as_secs_f64() / total.as_secs_f64()
+            };
+            let ms = if name == "model load" {
+                String::from("-")
+            } else {
+                format!("{:.1}", per_frame(d))
+            };
+            out += &format!(
+                "{name:<28}{:>9.3}{:>7.1}%{ms:>12}\n",
+                d.as_secs_f64(),
+                share
+            );
+        }
+        out
+    }
 }
 
 /// One track of a scan result.
@@ -100,25 +191,38 @@ pub fn run(a: ScanArgs, ctx: &AppContext) -> Result<()> {
     if let Some(n) = a.frames {
         decision.set_frames(n).context("--frames")?;
     }
+    let loading = Instant::now();
     let detector = DeepfakeDetector::builder(&bundle)
         .threads(threads)
         .decision(decision)
         .build(ctx.backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
+    let mut profile = a.profile.then(|| ScanProfile {
+        load: loading.elapsed(),
+        ..ScanProfile::default()
+    });
     crate::release_free_memory();
     let calibrated = decision.is_calibrated();
     let mut failures = 0usize;
     for input in expand_inputs(&a.inputs) {
+        let started = Instant::now();
         let r = match input {
-            Ok(input) => scan_one(&detector, input),
+            Ok(input) => scan_one_profiled(&detector, input, profile.as_mut()),
             Err((input, e)) => ScanResult::failed(input, "image", 1, &e),
         };
+        if let Some(p) = profile.as_mut() {
+            p.inputs += 1;
+            p.wall += started.elapsed();
+        }
         failures += usize::from(r.error.is_some());
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             print_human(&r, calibrated);
         }
+    }
+    if let Some(p) = &profile {
+        eprint!("{}", p.table());
     }
     if failures > 0 {
         log::warn!("{failures} input(s) could not be scanned");
@@ -128,6 +232,22 @@ pub fn run(a: ScanArgs, ctx: &AppContext) -> Result<()> {
 }
 
 pub(crate) fn scan_one(detector: &Arc<DeepfakeDetector>, input: String) -> ScanResult {
+    scan_one_profiled(detector, input, None)
+}
+
+/// [`scan_one`], adding each analysed frame's stage times to `profile`.
+fn scan_one_profiled(
+    detector: &Arc<DeepfakeDetector>,
+    input: String,
+    mut profile: Option<&mut ScanProfile>,
+) -> ScanResult {
+    let mut analyse = |session: &mut Session, f: &Frame| -> fakewatch_sdk::Result<()> {
+        let step = session.step(f)?;
+        if let Some(p) = profile.as_deref_mut() {
+            p.add(&step);
+        }
+        Ok(())
+    };
     let image = is_image(&input);
     let kind = if image { "image" } else { "video" };
     let mut session = detector.session();
@@ -135,10 +255,10 @@ pub(crate) fn scan_one(detector: &Arc<DeepfakeDetector>, input: String) -> ScanR
     let requested = if image { 1 } else { decision.frames };
     let res = if image {
         Frame::load(&input)
-            .and_then(|f| session.process(&f).map(drop))
+            .and_then(|f| analyse(&mut session, &f))
             .map_err(anyhow::Error::from)
     } else {
-        scan_video(&input, requested, &mut session).map(|info| {
+        scan_video(&input, requested, &mut session, &mut analyse).map(|info| {
             let analysed = session.frames();
             if analysed < requested {
                 let held = info
@@ -196,10 +316,15 @@ fn print_human(r: &ScanResult, calibrated: bool) {
 
 /// Decodes the sampled frames one at a time straight into the session.
 #[cfg(feature = "gst")]
-fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<VideoInfo> {
+fn scan_video(
+    input: &str,
+    n: usize,
+    session: &mut Session,
+    analyse: &mut impl FnMut(&mut Session, &Frame) -> fakewatch_sdk::Result<()>,
+) -> Result<VideoInfo> {
     use fakewatch_sdk::sampling::Sampling;
     let info = fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |_, f| {
-        session.process(&f).map(drop)
+        analyse(session, &f)
     })?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
     Ok(info)
@@ -207,7 +332,12 @@ fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<VideoInfo>
 
 /// Without GStreamer, Motion-JPEG AVI is read in pure Rust.
 #[cfg(not(feature = "gst"))]
-fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<VideoInfo> {
+fn scan_video(
+    input: &str,
+    n: usize,
+    session: &mut Session,
+    analyse: &mut impl FnMut(&mut Session, &Frame) -> fakewatch_sdk::Result<()>,
+) -> Result<VideoInfo> {
     use fakewatch_sdk::sampling::Sampling;
     if !input.to_ascii_lowercase().ends_with(".avi") {
         anyhow::bail!(
@@ -215,7 +345,7 @@ fn scan_video(input: &str, n: usize, session: &mut Session) -> Result<VideoInfo>
         );
     }
     let avi = fakewatch_sdk::avi::MjpegAvi::open(input)?;
-    let info = avi.for_each_sampled(Sampling::Even(n), |_, f| session.process(&f).map(drop))?;
+    let info = avi.for_each_sampled(Sampling::Even(n), |_, f| analyse(session, &f))?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
     Ok(info)
 }

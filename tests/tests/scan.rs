@@ -182,6 +182,46 @@ fn a_bundle_without_classifier_is_refused_clearly() {
     assert!(err.contains("no classifier"), "{err}");
 }
 
+/// `--profile` prints a stage table to stderr and changes nothing on stdout:
+/// the same JSON, the counts of what was analysed, every stage with its time.
+#[test]
+fn profile_reports_every_stage_and_changes_no_result() {
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let t1 = t1.to_str().unwrap();
+    let plain = run("fakewatch", &["scan", "--json", t1]);
+    let profiled = run("fakewatch", &["scan", "--json", "--profile", t1]);
+    assert!(plain.status.success() && profiled.status.success());
+    assert_eq!(ndjson(&plain.stdout), ndjson(&profiled.stdout));
+    let err = String::from_utf8_lossy(&profiled.stderr);
+    assert!(
+        err.contains("profile: 1 input(s), 1 frame(s), 6 face(s)"),
+        "{err}"
+    );
+    let seconds = |stage: &str| -> f64 {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(stage))
+            .unwrap_or_else(|| panic!("no {stage} line in {err}"));
+        line[stage.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no seconds in {line:?}"))
+    };
+    for stage in [
+        "model load",
+        "decode and other",
+        "pyramid + PNet (wall)",
+        "RNet crops + net",
+        "ONet crops + net",
+        "head + classifier",
+    ] {
+        assert!(seconds(stage) >= 0.0);
+    }
+    assert!(seconds("alignment + backbone") > 0.0, "{err}");
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("profile:"));
+}
+
 /// Needs ../shared (research data): the two DFDC fake videos and the 20 real
 /// talking heads, scanned with the default bundle. Prints every score; checks
 /// the contract and that every clip yields a face and a score.
