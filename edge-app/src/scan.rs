@@ -102,24 +102,27 @@ impl ScanProfile {
             "share",
             "ms/frame"
         );
-        for (name, d) in [
-            ("model load", self.load),
+        // Model load happens once, not per frame.
+        let once = [("model load", self.load, false)];
+        let per_frame_rows = [
             ("decode and other", other),
             ("pyramid + PNet (wall)", self.stage1),
             ("RNet crops + net", self.rnet),
             ("ONet crops + net", self.onet),
             ("alignment + backbone", self.embed),
             ("head + classifier", self.score),
-        ] {
+        ]
+        .map(|(name, d)| (name, d, true));
+        for (name, d, each_frame) in once.into_iter().chain(per_frame_rows) {
             let share = if total.is_zero() {
                 0.0
             } else {
                 100.0 * d.as_secs_f64() / total.as_secs_f64()
             };
-            let ms = if name == "model load" {
-                String::from("-")
-            } else {
+            let ms = if each_frame {
                 format!("{:.1}", per_frame(d))
+            } else {
+                String::from("-")
             };
             out += &format!(
                 "{name:<28}{:>9.3}{:>7.1}%{ms:>12}\n",

@@ -253,6 +253,17 @@ impl Aligner {
         })
     }
 
+    /// The source rectangle of a rectangle-cropping aligner
+    /// ([`Self::margin_rect`] or [`Self::square_rect`]); `None` for
+    /// [`AlignerKind::Similarity`], which warps instead.
+    pub fn crop_rect(&self, det: &Detection, width: u32, height: u32) -> Option<Rect> {
+        match self.config.kind {
+            AlignerKind::FacenetMargin => self.margin_rect(det, width, height),
+            AlignerKind::BoxSquare => self.square_rect(det, width, height),
+            AlignerKind::Similarity => None,
+        }
+    }
+
     /// Writes the aligned face of `det`, normalised by `norm`, into `out`
     /// (length [`Self::item_len`]).
     pub fn align_into(
@@ -268,12 +279,9 @@ impl Aligner {
         let size = self.config.size as usize;
         match self.config.kind {
             AlignerKind::FacenetMargin | AlignerKind::BoxSquare => {
-                let r = if self.config.kind == AlignerKind::BoxSquare {
-                    self.square_rect(det, frame.width(), frame.height())
-                } else {
-                    self.margin_rect(det, frame.width(), frame.height())
-                }
-                .ok_or_else(|| Error::frame("face box lies outside the frame"))?;
+                let r = self
+                    .crop_rect(det, frame.width(), frame.height())
+                    .ok_or_else(|| Error::frame("face box lies outside the frame"))?;
                 if r.width() as usize >= size && r.height() as usize >= size {
                     if resize_area_chw(frame, r, size, size, norm, out) {
                         return Ok(());
