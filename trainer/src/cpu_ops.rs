@@ -1,6 +1,7 @@
-//! CPU ops with their own backward pass for fine-tuning backbones in candle:
-//! depthwise 2-d convolution ([`DepthwiseGeometry`]) and clamping to scalar
-//! bounds ([`Clamp`]: ReLU, ReLU6, Min/Max/Clip with a constant).
+//! Ops with a CPU kernel and backward pass of their own for fine-tuning
+//! backbones in candle: depthwise 2-d convolution ([`DepthwiseGeometry`])
+//! and clamping to scalar bounds ([`Clamp`]: ReLU, ReLU6, Min/Max/Clip with
+//! a constant).
 //!
 //! Built from candle's generic ops, a k×k depthwise convolution is k² strided
 //! views, products and sums over the whole activation, each a separate
@@ -9,9 +10,60 @@
 //! are one loop each over the channel planes, spread over the cores with
 //! rayon, and autograd keeps only the input and the kernel. Padding is
 //! implicit (zeros), so asymmetric pads need no padded copy.
+//!
+//! On other devices (CUDA) the same ops are composed from candle's generic
+//! ops instead ([`OpPath::Portable`]): each of those is one kernel launch
+//! over the whole tensor there, and candle differentiates them itself.
+//! `apply` picks the path from the tensor's device.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Which implementation an op runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpPath {
+    /// The threaded CPU kernels of this module (CPU tensors only).
+    CpuKernel,
+    /// candle's generic ops: any device, differentiated by candle.
+    Portable,
+}
+
+impl OpPath {
+    /// The path for tensors on `device`: the CPU kernels on the CPU,
+    /// generic ops elsewhere.
+    pub fn for_device(device: &candle_core::Device) -> Self {
+        if device.is_cpu() {
+            Self::CpuKernel
+        } else {
+            Self::Portable
+        }
+    }
+}
+
+/// The view `x[:, :, ky + s·i, kx + s·j]` for `i < oh`, `j < ow` of a padded
+/// NCHW tensor with at least `ky + s·oh` rows and `kx + s·ow` columns.
+pub fn strided_view(
+    x: &Tensor,
+    ky: usize,
+    kx: usize,
+    s: usize,
+    oh: usize,
+    ow: usize,
+) -> candle_core::Result<Tensor> {
+    let (n, c, _, w) = x.dims4()?;
+    if s == 1 {
+        return x.narrow(2, ky, oh)?.narrow(3, kx, ow);
+    }
+    let rows = x
+        .narrow(2, ky, s * oh)?
+        .reshape((n, c, oh, s, w))?
+        .narrow(3, 0, 1)?
+        .reshape((n, c, oh, w))?;
+    rows.narrow(3, kx, s * ow)?
+        .reshape((n, c, oh, ow, s))?
+        .narrow(4, 0, 1)?
+        .reshape((n, c, oh, ow))
+}
 
 /// Geometry of a depthwise convolution: square stride, top/left zero
 /// padding and the output size (bottom/right padding follows from it).
@@ -42,9 +94,48 @@ struct Dims {
 
 impl DepthwiseGeometry {
     /// `y[n, c] = x[n, c] ⋆ w[c, 0]` for `x: [n, c, h, w]` and
-    /// `w: [c, 1, kh, kw]`; differentiable in both.
-    pub fn apply(self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        x.contiguous()?.apply_op2(&w.contiguous()?, Forward(self))
+    /// `w: [c, 1, kh, kw]`, differentiable in both, on `path` (the CPU
+    /// kernels need CPU tensors).
+    pub fn apply_on(self, path: OpPath, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        match path {
+            OpPath::CpuKernel => x.contiguous()?.apply_op2(&w.contiguous()?, Forward(self)),
+            OpPath::Portable => self.portable(x, w),
+        }
+    }
+
+    /// Zero-pads, then sums one strided view per tap times its weights.
+    fn portable(self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        let Dims {
+            c,
+            h,
+            w: wd,
+            kh,
+            kw,
+            ..
+        } = self.dims(x.layout(), w.layout())?;
+        // `strided_view` reads rows up to k − 1 + s·out (exclusive).
+        let s = self.stride;
+        let bottom = (kh - 1 + s * self.out_h).saturating_sub(h + self.pad_top);
+        let right = (kw - 1 + s * self.out_w).saturating_sub(wd + self.pad_left);
+        let xp =
+            x.pad_with_zeros(2, self.pad_top, bottom)?
+                .pad_with_zeros(3, self.pad_left, right)?;
+        let mut acc: Option<Tensor> = None;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let view = strided_view(&xp, ky, kx, s, self.out_h, self.out_w)?;
+                let k = w
+                    .narrow(2, ky, 1)?
+                    .narrow(3, kx, 1)?
+                    .reshape((1, c, 1, 1))?;
+                let t = view.broadcast_mul(&k)?;
+                acc = Some(match acc {
+                    None => t,
+                    Some(a) => (a + t)?,
+                });
+            }
+        }
+        acc.ok_or_else(|| candle_core::Error::Msg("depthwise conv: empty kernel".into()))
     }
 
     /// Range of output indices `o < out` whose tap `k` reads an input row in
@@ -299,9 +390,42 @@ impl Clamp {
         open_low: true,
     };
 
-    /// Applies the clamp (differentiable in `x`).
-    pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.apply_op1(self)
+    /// Applies the clamp (differentiable in `x`) on `path`. The portable path keeps this
+    /// op's gradient exactly (1 inside the bounds, 0 outside, ReLU's open
+    /// at 0): the clamped value enters detached and the input through a
+    /// 0/1 mask, where candle's own `relu`/`maximum` would pass 1 or ½ at a
+    /// tie and so train differently on another device.
+    pub fn apply_on(self, path: OpPath, x: &Tensor) -> candle_core::Result<Tensor> {
+        if path == OpPath::CpuKernel {
+            return x.apply_op1(self);
+        }
+        let mut clamped = x.detach();
+        let mut pass: Option<Tensor> = None;
+        let mut and = |m: Tensor| -> candle_core::Result<()> {
+            pass = Some(match pass.take() {
+                None => m,
+                Some(p) => p.mul(&m)?,
+            });
+            Ok(())
+        };
+        if self.lo > f32::NEG_INFINITY {
+            clamped = clamped.maximum(f64::from(self.lo))?;
+            and(if self.open_low {
+                x.gt(f64::from(self.lo))?
+            } else {
+                x.ge(f64::from(self.lo))?
+            })?;
+        }
+        if self.hi < f32::INFINITY {
+            clamped = clamped.minimum(f64::from(self.hi))?;
+            and(x.le(f64::from(self.hi))?)?;
+        }
+        let Some(pass) = pass else {
+            return Ok(x.clone());
+        };
+        let pass = pass.to_dtype(x.dtype())?;
+        let stop = pass.affine(-1.0, 1.0)?;
+        x.mul(&pass)? + clamped.mul(&stop)?
     }
 
     fn passes(&self, x: f32) -> bool {
@@ -467,20 +591,25 @@ mod tests {
                 &dev,
             )
             .unwrap();
-            let ours = g.apply(&x, &wt).unwrap();
-            let theirs = reference(&x, &wt, g);
-            assert_eq!(ours.dims(), theirs.dims(), "case {i}");
-            assert!(max_abs(&ours, &theirs) < 1e-5, "forward, case {i}");
-            let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, v) in [("input", x.as_tensor()), ("kernel", wt.as_tensor())] {
-                let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
-                assert!(max_abs(a, b) < 1e-4, "{name} gradient, case {i}");
+            for path in [OpPath::CpuKernel, OpPath::Portable] {
+                let ours = g.apply_on(path, &x, &wt).unwrap();
+                let theirs = reference(&x, &wt, g);
+                assert_eq!(ours.dims(), theirs.dims(), "case {i}, {path:?}");
+                assert!(
+                    max_abs(&ours, &theirs) < 1e-5,
+                    "forward, case {i}, {path:?}"
+                );
+                let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (theirs * &up)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (name, v) in [("input", x.as_tensor()), ("kernel", wt.as_tensor())] {
+                    let (a, b) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+                    assert!(max_abs(a, b) < 1e-4, "{name} gradient, case {i}, {path:?}");
+                }
             }
         }
     }
@@ -512,30 +641,39 @@ mod tests {
                 x.minimum(-1.5f32).unwrap(),
             ),
         ];
-        for (i, (op, theirs)) in cases.into_iter().enumerate() {
-            let ours = op.apply(&x).unwrap();
-            assert_eq!(max_abs(&ours, &theirs), 0.0, "forward, case {i}");
-            let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let (a, b) = (
-                ga.get(x.as_tensor()).unwrap(),
-                gb.get(x.as_tensor()).unwrap(),
-            );
-            assert_eq!(max_abs(a, b), 0.0, "gradient, case {i}");
-        }
-        // ReLU passes no gradient at 0; a clamp at its lower bound does.
-        let z = Var::from_vec(vec![0f32, 1.0, 7.0], 3, &dev).unwrap();
-        for (op, want) in [(Clamp::RELU, [0f32, 1.0, 1.0]), (relu6, [1.0, 1.0, 0.0])] {
-            let g = op.apply(&z).unwrap().sum_all().unwrap().backward().unwrap();
-            assert_eq!(
-                g.get(z.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
-                want
-            );
+        for path in [OpPath::CpuKernel, OpPath::Portable] {
+            for (i, (op, theirs)) in cases.iter().enumerate() {
+                let ours = op.apply_on(path, &x).unwrap();
+                assert_eq!(max_abs(&ours, theirs), 0.0, "forward, case {i}, {path:?}");
+                let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (theirs * &up)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let (a, b) = (
+                    ga.get(x.as_tensor()).unwrap(),
+                    gb.get(x.as_tensor()).unwrap(),
+                );
+                assert_eq!(max_abs(a, b), 0.0, "gradient, case {i}, {path:?}");
+            }
+            // ReLU passes no gradient at 0; a clamp at its bounds does, on
+            // both paths (where candle's relu would pass 1 and its
+            // maximum ½).
+            let z = Var::from_vec(vec![0f32, 1.0, 6.0, 7.0], 4, &dev).unwrap();
+            for (op, want) in [
+                (Clamp::RELU, [0f32, 1.0, 1.0, 1.0]),
+                (relu6, [1.0, 1.0, 1.0, 0.0]),
+            ] {
+                let y = op.apply_on(path, &z).unwrap();
+                let g = y.sum_all().unwrap().backward().unwrap();
+                assert_eq!(
+                    g.get(z.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+                    want,
+                    "{op:?}, {path:?}"
+                );
+            }
         }
     }
 
@@ -551,16 +689,21 @@ mod tests {
             out_w: 8,
         };
         let w4 = Tensor::zeros((4, 1, 3, 3), candle_core::DType::F32, &dev).unwrap();
-        assert!(g.apply(&x, &w4).is_err(), "kernel for 4 channels");
         let w3 = Tensor::zeros((3, 1, 3, 3), candle_core::DType::F32, &dev).unwrap();
         let too_big = DepthwiseGeometry { out_h: 40, ..g };
-        assert!(
-            too_big.apply(&x, &w3).is_err(),
-            "output larger than the input"
-        );
         let no_stride = DepthwiseGeometry { stride: 0, ..g };
-        assert!(no_stride.apply(&x, &w3).is_err(), "stride 0");
+        for path in [OpPath::CpuKernel, OpPath::Portable] {
+            assert!(g.apply_on(path, &x, &w4).is_err(), "kernel for 4 channels");
+            assert!(
+                too_big.apply_on(path, &x, &w3).is_err(),
+                "output larger than the input"
+            );
+            assert!(no_stride.apply_on(path, &x, &w3).is_err(), "stride 0");
+        }
         let xi = Tensor::zeros((1, 3, 8, 8), candle_core::DType::U32, &dev).unwrap();
-        assert!(g.apply(&xi, &w3).is_err(), "integer input");
+        assert!(
+            g.apply_on(OpPath::CpuKernel, &xi, &w3).is_err(),
+            "integer input"
+        );
     }
 }

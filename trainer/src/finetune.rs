@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
 use crate::dataset::{self, DatasetSpec, Sample, Split};
+use crate::device::TrainDevice;
 use crate::fit::{relative, subsample, FakeSource};
 use crate::graph::TrainableGraph;
 use crate::metrics;
@@ -49,6 +50,11 @@ const LOG_EVERY: usize = 10;
 /// Largest difference allowed between the trainer's and tract's embeddings
 /// of the exported backbone (relative to the largest magnitude).
 pub const EXPORT_TOLERANCE: f32 = 1e-4;
+/// Largest relative difference allowed between the CPU's and CUDA's losses
+/// over three seeded fine-tuning steps (reductions run in another order on
+/// a GPU; cuBLAS stays in full f32, no TF32).
+#[cfg(test)]
+const CUDA_LOSS_TOLERANCE: f32 = 1e-4;
 
 /// Everything `finetune` needs; copied into the output for reproducibility.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +192,11 @@ pub struct FineTuneArgs {
     /// Threads for face detection and candle (default: the number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where candle trains: cpu, cuda or cuda:N (CUDA needs the `cuda`
+    /// feature; see docs/training-gpu.md). Checkpoints are device-free, so
+    /// `--resume` may continue on another device.
+    #[arg(long, default_value_t = TrainDevice::Cpu)]
+    device: TrainDevice,
 }
 
 /// A training face: its file, label and detection.
@@ -404,7 +415,7 @@ impl Adam {
                     "{}: {name}.{k} has another shape",
                     path.display()
                 );
-                *slot = saved.clone();
+                *slot = saved.to_device(slot.device())?;
             }
         }
         self.t = t;
@@ -470,7 +481,7 @@ fn batch_loss(
             .map(|&l| f32::from(u8::from(l)))
             .collect::<Vec<_>>(),
         labels.len(),
-        &Device::Cpu,
+        x.device(),
     )?;
     let (e, logit) = model.forward(x)?;
     let bce = bce_with_logits(&logit, &y)?;
@@ -478,7 +489,7 @@ fn batch_loss(
     let dv = d.flatten_all()?.to_vec1::<f32>()?;
     let triplets = triplet::mine(&dv, labels, Mining::SemiHard, rng);
     let trip = if triplets.is_empty() {
-        Tensor::new(0f32, &Device::Cpu)?
+        Tensor::new(0f32, x.device())?
     } else {
         triplet::triplet_loss(&d, &triplets, margin)?
     };
@@ -515,6 +526,8 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let dev = a.device.open()?;
+    log::info!("training on {}", a.device);
 
     let base = Bundle::load(&cfg.perception)
         .with_context(|| format!("perception bundle {}", cfg.perception.display()))?;
@@ -596,10 +609,11 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
     } else {
         state.logit_w = vec![0.0; dim];
     }
+    graph.move_to(&dev)?;
     let model = Model {
         graph,
-        w: Var::from_tensor(&Tensor::from_vec(state.logit_w.clone(), dim, &Device::Cpu)?)?,
-        b: Var::from_tensor(&Tensor::new(state.logit_b, &Device::Cpu)?)?,
+        w: Var::from_tensor(&Tensor::from_vec(state.logit_w.clone(), dim, &dev)?)?,
+        b: Var::from_tensor(&Tensor::new(state.logit_b, &dev)?)?,
     };
     log::info!(
         "backbone {}: {} trainable weights ({} convolutions frozen), crops {size}x{size}",
@@ -655,7 +669,7 @@ pub fn run(a: FineTuneArgs, backend: &dyn Backend) -> Result<()> {
             "step {step}: no face of one class could be prepared"
         );
         let n = labels.len();
-        let x = Tensor::from_vec(data, (n, 3, size as usize, size as usize), &Device::Cpu)?;
+        let x = Tensor::from_vec(data, (n, 3, size as usize, size as usize), &dev)?;
         let (
             e,
             BatchLoss {
@@ -763,6 +777,9 @@ pub struct BenchArgs {
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// cpu, cuda or cuda:N (as `finetune --device`).
+    #[arg(long, default_value_t = TrainDevice::Cpu)]
+    device: TrainDevice,
 }
 
 /// `fakewatch-train finetune-bench`: times the forward and backward pass of
@@ -774,25 +791,23 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         "batch must be even and >= 4"
     );
     ensure!(a.steps > 0, "steps must be > 0");
+    let dev = a.device.open()?;
     let mut graph = TrainableGraph::load(&a.backbone)?;
     graph.freeze_convs(a.freeze_convs)?;
-    let probe = graph.forward(&Tensor::zeros(
-        (1, 3, a.size, a.size),
-        DType::F32,
-        &Device::Cpu,
-    )?)?;
+    graph.move_to(&dev)?;
+    let probe = graph.forward(&Tensor::zeros((1, 3, a.size, a.size), DType::F32, &dev)?)?;
     let dim = probe.elem_count();
     let model = Model {
         graph,
-        w: Var::from_tensor(&Tensor::zeros(dim, DType::F32, &Device::Cpu)?)?,
-        b: Var::from_tensor(&Tensor::new(0f32, &Device::Cpu)?)?,
+        w: Var::from_tensor(&Tensor::zeros(dim, DType::F32, &dev)?)?,
+        b: Var::from_tensor(&Tensor::new(0f32, &dev)?)?,
     };
     let mut rng = Rng::new(7);
     let n = a.batch;
     let data: Vec<f32> = (0..n * 3 * a.size * a.size)
         .map(|_| rng.uniform() * 2.0 - 1.0)
         .collect();
-    let x = Tensor::from_vec(data, (n, 3, a.size, a.size), &Device::Cpu)?;
+    let x = Tensor::from_vec(data, (n, 3, a.size, a.size), &dev)?;
     let labels: Vec<bool> = (0..n).map(|k| k >= n / 2).collect();
     let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
     for step in 0..=a.steps {
@@ -802,6 +817,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let loss_value = scalar(&loss)?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
+        // A GPU runs asynchronously: wait for the backward pass to finish.
+        dev.synchronize()?;
         let t2 = Instant::now();
         drop(grads);
         log::debug!("step {step}: loss {loss_value:.4}");
@@ -825,10 +842,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let (hits, misses) = crate::alloc::stats();
     log::info!("large buffers: {hits} reused, {misses} from the system");
     println!(
-        "{}: batch {n} at {s}x{s}, {} trainable weights, {} threads: forward {f:.0} ms, backward {b:.0} ms, step {:.0} ms (median of {})",
+        "{}: batch {n} at {s}x{s}, {} trainable weights, {}: forward {f:.0} ms, backward {b:.0} ms, step {:.0} ms (median of {})",
         a.backbone.display(),
         model.graph.trainable_len(),
-        candle_core::utils::get_num_threads(),
+        match a.device {
+            TrainDevice::Cpu => format!("cpu, {} threads", candle_core::utils::get_num_threads()),
+            d => d.to_string(),
+        },
         f + b,
         a.steps,
         s = a.size,
@@ -851,7 +871,7 @@ fn validate(model: &Model, prep: &Prepare<'_>, val: &[FaceItem]) -> Result<Optio
             data.extend(prep.face(f, false, false, &mut rng)?);
             labels.push(f.fake);
         }
-        let x = Tensor::from_vec(data, (chunk.len(), 3, size, size), &Device::Cpu)?;
+        let x = Tensor::from_vec(data, (chunk.len(), 3, size, size), &model.graph.device())?;
         let (_, logit) = model.forward(&x)?;
         scores.extend(logit.to_vec1::<f32>()?.into_iter().map(f64::from));
     }
@@ -894,7 +914,7 @@ fn check_export(
         data.extend(prep.face(f, false, false, &mut rng)?);
     }
     let n = faces.len();
-    let x = Tensor::from_vec(data.clone(), (n, 3, size, size), &Device::Cpu)?;
+    let x = Tensor::from_vec(data.clone(), (n, 3, size, size), &model.graph.device())?;
     let ours = model.graph.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
     let loaded = backend.load(path, fakewatch_sdk::backend::ShapePolicy::FixedBatch(n))?;
     let out = loaded.run(&fakewatch_sdk::backend::Tensor::new(
@@ -979,6 +999,83 @@ fn write_bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Losses of three seeded fine-tuning steps (BCE + semi-hard triplet,
+    /// Adam) of the tiny test backbone on `dev` with `path`.
+    fn three_steps(dev: &Device, path: crate::cpu_ops::OpPath) -> Vec<(f32, f32)> {
+        let mut graph = TrainableGraph::from_model(crate::onnx::tiny_backbone(3)).unwrap();
+        graph.move_to(dev).unwrap();
+        graph.set_op_path(path).unwrap();
+        let model = Model {
+            graph,
+            w: Var::from_tensor(&Tensor::zeros(16, DType::F32, dev).unwrap()).unwrap(),
+            b: Var::from_tensor(&Tensor::new(0f32, dev).unwrap()).unwrap(),
+        };
+        let mut adam = Adam::new(vec![
+            (model.graph.vars(), 1e-2),
+            (vec![model.w.clone(), model.b.clone()], 1e-1),
+        ])
+        .unwrap();
+        let n = 8;
+        let labels: Vec<bool> = (0..n).map(|k| k >= n / 2).collect();
+        (0..3u64)
+            .map(|step| {
+                let mut rng = Rng::new(11 + step);
+                let data: Vec<f32> = (0..n * 3 * 16 * 16)
+                    .map(|i| {
+                        // Fakes are brighter: a signal to learn.
+                        let fake = i >= n / 2 * 3 * 16 * 16;
+                        rng.uniform() * 2.0 - 1.0 + if fake { 0.3 } else { 0.0 }
+                    })
+                    .collect();
+                let x = Tensor::from_vec(data, (n, 3, 16, 16), dev).unwrap();
+                let (_, l) = batch_loss(&model, &x, &labels, 0.2, 1.0, &mut rng).unwrap();
+                let grads = l.total.backward().unwrap();
+                adam.step(&grads).unwrap();
+                (scalar(&l.bce).unwrap(), scalar(&l.triplet).unwrap())
+            })
+            .collect()
+    }
+
+    /// Largest difference between two runs' losses, relative to the loss.
+    fn loss_gap(a: &[(f32, f32)], b: &[(f32, f32)]) -> f32 {
+        a.iter()
+            .zip(b)
+            .flat_map(|(x, y)| [(x.0, y.0), (x.1, y.1)])
+            .map(|(x, y)| (x - y).abs() / x.abs().max(1e-3))
+            .fold(0.0, f32::max)
+    }
+
+    /// The paths a GPU trains on give the CPU's losses. On the CPU, the
+    /// portable ops (what CUDA runs) against the CPU kernels; where a CUDA
+    /// device opens, CUDA against the CPU, within
+    /// [`CUDA_LOSS_TOLERANCE`]. Without one that part is skipped, loudly.
+    #[test]
+    fn cpu_and_cuda_losses_agree() {
+        use crate::cpu_ops::OpPath;
+        let cpu = three_steps(&Device::Cpu, OpPath::CpuKernel);
+        assert!(cpu.iter().all(|l| l.0.is_finite() && l.1.is_finite()));
+        assert!(cpu[2].0 < cpu[0].0, "the BCE falls: {cpu:?}");
+        eprintln!("losses (bce, triplet): {cpu:?}");
+        let portable = three_steps(&Device::Cpu, OpPath::Portable);
+        let gap = loss_gap(&cpu, &portable);
+        assert!(
+            gap < 1e-5,
+            "portable ops on the CPU: {gap:e} ({cpu:?} vs {portable:?})"
+        );
+        match crate::device::TrainDevice::Cuda(0).open() {
+            Ok(dev) => {
+                let cuda = three_steps(&dev, OpPath::for_device(&dev));
+                let gap = loss_gap(&cpu, &cuda);
+                eprintln!("CPU vs CUDA losses: largest relative gap {gap:e}");
+                assert!(
+                    gap < CUDA_LOSS_TOLERANCE,
+                    "CUDA: {gap:e} ({cpu:?} vs {cuda:?})"
+                );
+            }
+            Err(e) => eprintln!("SKIPPED the CUDA half of cpu_and_cuda_losses_agree: {e:#}"),
+        }
+    }
 
     #[test]
     fn bce_matches_the_formula() {

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use prost::Message;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
 
-use crate::cpu_ops::{Clamp, DepthwiseGeometry};
+use crate::cpu_ops::{strided_view, Clamp, DepthwiseGeometry, OpPath};
 use crate::quantize::float_values;
 
 /// Ops whose weight-like inputs are never trained (clip bounds, shapes, epsilons).
@@ -63,6 +63,9 @@ pub struct TrainableGraph {
     first_use: HashMap<String, usize>,
     input: String,
     output: String,
+    /// How depthwise convolutions and clamps run: the CPU kernels, or
+    /// candle's generic ops on other devices (see [`TrainableGraph::move_to`]).
+    op_path: OpPath,
 }
 
 impl std::fmt::Debug for TrainableGraph {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for TrainableGraph {
             .field("params", &self.params.len())
             .field("input", &self.input)
             .field("output", &self.output)
+            .field("op_path", &self.op_path)
             .finish()
     }
 }
@@ -122,25 +126,6 @@ fn axis(a: i64, rank: usize) -> Result<usize> {
         "axis {a} out of range for rank {rank}"
     );
     Ok(if a < 0 { (a + r) as usize } else { a as usize })
-}
-
-/// The view `x[:, :, ky + s·i, kx + s·j]` for `i < oh`, `j < ow` of a padded
-/// NCHW tensor with at least `ky + s·oh` rows and `kx + s·ow` columns.
-fn tap(x: &Tensor, ky: usize, kx: usize, s: usize, oh: usize, ow: usize) -> Result<Tensor> {
-    let (n, c, _, w) = x.dims4()?;
-    if s == 1 {
-        return Ok(x.narrow(2, ky, oh)?.narrow(3, kx, ow)?);
-    }
-    let rows = x
-        .narrow(2, ky, s * oh)?
-        .reshape((n, c, oh, s, w))?
-        .narrow(3, 0, 1)?
-        .reshape((n, c, oh, w))?;
-    Ok(rows
-        .narrow(3, kx, s * ow)?
-        .reshape((n, c, oh, ow, s))?
-        .narrow(4, 0, 1)?
-        .reshape((n, c, oh, ow))?)
 }
 
 /// Zero-pads an NCHW tensor (top, left, bottom, right).
@@ -344,6 +329,7 @@ impl TrainableGraph {
             first_use,
             input,
             output,
+            op_path: OpPath::CpuKernel,
         };
         graph.check_ops()?;
         Ok(graph)
@@ -434,6 +420,41 @@ impl TrainableGraph {
         self.vars().iter().map(|v| v.elem_count()).sum()
     }
 
+    /// Moves every weight to `device` (trainable ones become new variables:
+    /// take [`TrainableGraph::vars`] after this) and picks the op path for
+    /// it ([`OpPath::for_device`]).
+    pub fn move_to(&mut self, device: &Device) -> Result<()> {
+        for p in self.params.values_mut() {
+            *p = match p {
+                Param::Trainable(v) => Param::Trainable(Var::from_tensor(&v.to_device(device)?)?),
+                Param::Fixed(t) => Param::Fixed(t.to_device(device)?),
+            };
+        }
+        self.op_path = OpPath::for_device(device);
+        Ok(())
+    }
+
+    /// Runs depthwise convolutions and clamps on `path` (the portable path
+    /// works on the CPU too: the CPU/CUDA parity test compares both there).
+    #[cfg(test)]
+    pub(crate) fn set_op_path(&mut self, path: OpPath) -> Result<()> {
+        let on_cpu = self.params.values().all(|p| p.tensor().device().is_cpu());
+        ensure!(
+            path == OpPath::Portable || on_cpu,
+            "the CPU kernels need the weights on the CPU"
+        );
+        self.op_path = path;
+        Ok(())
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.params
+            .values()
+            .next()
+            .map_or(Device::Cpu, |p| p.tensor().device().clone())
+    }
+
     fn value<'a>(&'a self, vals: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
         vals.get(name)
             .or_else(|| self.params.get(name).map(Param::tensor))
@@ -511,11 +532,11 @@ impl TrainableGraph {
                     hi: if n.op_type == "Min" { c } else { f32::INFINITY },
                     open_low: false,
                 }
-                .apply(arg(0)?)?,
+                .apply_on(self.op_path, arg(0)?)?,
                 None if n.op_type == "Min" => arg(0)?.broadcast_minimum(arg(1)?)?,
                 None => arg(0)?.broadcast_maximum(arg(1)?)?,
             },
-            "Relu" => Clamp::RELU.apply(arg(0)?)?,
+            "Relu" => Clamp::RELU.apply_on(self.op_path, arg(0)?)?,
             "Sigmoid" => candle_nn::ops::sigmoid(arg(0)?)?,
             "Sqrt" => arg(0)?.sqrt()?,
             "Reciprocal" => arg(0)?.recip()?,
@@ -535,7 +556,7 @@ impl TrainableGraph {
                             hi: hi.unwrap_or(f32::INFINITY),
                             open_low: false,
                         }
-                        .apply(arg(0)?)?);
+                        .apply_on(self.op_path, arg(0)?)?);
                     }
                 }
                 let mut x = arg(0)?.clone();
@@ -703,7 +724,7 @@ impl TrainableGraph {
                 let mut acc: Option<Tensor> = None;
                 for ky in 0..w.k[0] {
                     for kx in 0..w.k[1] {
-                        let t = tap(&xp, ky, kx, w.s[0], oh, ow)?;
+                        let t = strided_view(&xp, ky, kx, w.s[0], oh, ow)?;
                         acc = Some(match acc {
                             None => t,
                             Some(a) if max => a.maximum(&t)?,
@@ -753,7 +774,7 @@ impl TrainableGraph {
                 out_h,
                 out_w,
             }
-            .apply(x, w)?;
+            .apply_on(self.op_path, x, w)?;
             return Ok(match b {
                 Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?)?,
                 None => y,
@@ -763,11 +784,11 @@ impl TrainableGraph {
         let y = if group == 1 {
             ensure!(ci == c, "input has {c} channels, kernel {ci}");
             let cols = if kh == 1 && kw == 1 {
-                tap(&xp, 0, 0, win.s[0], oh, ow)?.reshape((batch, c, oh * ow))?
+                strided_view(&xp, 0, 0, win.s[0], oh, ow)?.reshape((batch, c, oh * ow))?
             } else {
                 let taps: Vec<Tensor> = (0..kh * kw)
-                    .map(|t| tap(&xp, t / kw, t % kw, win.s[0], oh, ow))
-                    .collect::<Result<_>>()?;
+                    .map(|t| strided_view(&xp, t / kw, t % kw, win.s[0], oh, ow))
+                    .collect::<candle_core::Result<_>>()?;
                 Tensor::stack(&taps, 2)?.reshape((batch, c * kh * kw, oh * ow))?
             };
             // One matmul for the whole batch, [o, k] × [k, batch·oh·ow]:
@@ -855,7 +876,7 @@ impl TrainableGraph {
                     "{}: weight {name} has another shape",
                     path.display()
                 );
-                v.set(src.tensor())?;
+                v.set(&src.tensor().to_device(v.device())?)?;
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ mod cache;
 mod calibrate;
 mod cpu_ops;
 mod dataset;
+mod device;
 mod extract;
 mod finetune;
 mod fit;

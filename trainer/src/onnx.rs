@@ -543,6 +543,53 @@ pub fn save(model: &ModelProto, path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// A tiny backbone for training tests: `[N, 3, 16, 16]` → Conv 3×3/2 →
+/// Clip(0, 6) → depthwise Conv 3×3 → Relu → Conv 1×1 → GlobalAveragePool
+/// `[N, 16, 1, 1]`, seeded weights. It has every op the fine-tuning paths
+/// treat specially (full and depthwise convolutions, clamps).
+#[cfg(test)]
+pub(crate) fn tiny_backbone(seed: u64) -> ModelProto {
+    let mut r = crate::rng::Rng::new(seed);
+    let mut w = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n).map(|_| (r.uniform() * 2.0 - 1.0) * scale).collect()
+    };
+    let mut b = Builder {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+    };
+    b.inits.push(tensor("c1.w", &[8, 3, 3, 3], &w(8 * 27, 0.4)));
+    b.inits.push(tensor("c1.b", &[8], &w(8, 0.1)));
+    b.inits.push(tensor("lo", &[], &[0.0]));
+    b.inits.push(tensor("hi", &[], &[6.0]));
+    b.inits.push(tensor("dw.w", &[8, 1, 3, 3], &w(8 * 9, 0.5)));
+    b.inits.push(tensor("dw.b", &[8], &w(8, 0.1)));
+    b.inits
+        .push(tensor("c2.w", &[16, 8, 1, 1], &w(16 * 8, 0.5)));
+    b.inits.push(tensor("c2.b", &[16], &w(16, 0.1)));
+    let pads = || ints_attr("pads", vec![1, 1, 1, 1]);
+    b.node(
+        "Conv",
+        &["x", "c1.w", "c1.b"],
+        "c1",
+        vec![ints_attr("strides", vec![2, 2]), pads()],
+    );
+    b.node("Clip", &["c1", "lo", "hi"], "r1", vec![]);
+    b.node(
+        "Conv",
+        &["r1", "dw.w", "dw.b"],
+        "dw",
+        vec![int_attr("group", 8), pads()],
+    );
+    b.node("Relu", &["dw"], "r2", vec![]);
+    b.node("Conv", &["r2", "c2.w", "c2.b"], "c2", vec![]);
+    b.node("GlobalAveragePool", &["c2"], "y", vec![]);
+    b.model(
+        "tiny",
+        value_info("x", &[None, Some(3), Some(16), Some(16)]),
+        value_info("y", &[None, Some(16), Some(1), Some(1)]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
