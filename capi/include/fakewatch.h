@@ -43,6 +43,10 @@ typedef enum FwPixelFormat {
 // detector.
 typedef struct FwDetector FwDetector;
 
+// An open bundle shared by several streams (opaque); see
+// [`fw_multi_open`].
+typedef struct FwMulti FwMulti;
+
 // One face of a frame.
 typedef struct FwFace {
   // Box left edge, pixels.
@@ -110,6 +114,39 @@ struct FwDetector *fw_open_signed(const char *bundle_dir, const char *public_key
 struct FwDetector *fw_open_with(const char *bundle_dir,
                                 const char *public_key_hex,
                                 const char *backend);
+
+// Opens a bundle (as [`fw_open`]) for up to `max_streams` streams that
+// share its models; each stream keeps its own tracks and verdict. Returns
+// `NULL` on error (see [`fw_last_error`]). Free with [`fw_multi_close`].
+struct FwMulti *fw_multi_open(const char *bundle_dir, uint32_t max_streams);
+
+// Closes a multi-stream detector and all its streams (`NULL` is ignored).
+// No other call on it may be running.
+void fw_multi_close(struct FwMulti *multi);
+
+// Opens a stream named `name` (unique among the open streams). Returns its
+// id (≥ 0), or -1 on error, e.g. when `max_streams` streams are open.
+int64_t fw_multi_add_stream(const struct FwMulti *multi, const char *name);
+
+// Closes stream `stream`. Returns 0, or -1 on error (unknown stream).
+int32_t fw_multi_remove_stream(const struct FwMulti *multi, uint32_t stream);
+
+// As [`fw_push_frame`], for stream `stream` of a multi-stream detector.
+// Frames of one stream are analysed in the order of the calls; calls for
+// different streams may run concurrently on different threads.
+int32_t fw_push_frame_on(const struct FwMulti *multi,
+                         uint32_t stream,
+                         const uint8_t *data,
+                         size_t len,
+                         uint32_t width,
+                         uint32_t height,
+                         size_t stride,
+                         uint32_t format,
+                         struct FwFace *faces,
+                         size_t faces_cap);
+
+// As [`fw_verdict`], for stream `stream`. Returns 0, or -1 on error.
+int32_t fw_verdict_on(const struct FwMulti *multi, uint32_t stream, struct FwVerdict *out);
 
 // Closes a detector (`NULL` is ignored).
 void fw_close(struct FwDetector *detector);

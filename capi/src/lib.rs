@@ -11,6 +11,11 @@
 //! fw_close(d);
 //! ```
 //!
+//! Several streams through one set of models (a monitor with many channels,
+//! a video-call gateway): `fw_multi_open`, `fw_multi_add_stream`, then
+//! `fw_push_frame_on` / `fw_verdict_on` with the stream id. Calls for
+//! different streams may come from different threads at the same time.
+//!
 //! Rules: every function checks its pointers and sizes; errors return `NULL`
 //! or a negative value and leave a message for [`fw_last_error`] (per thread);
 //! no panic crosses the boundary (each entry point catches them and reports
@@ -21,12 +26,16 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use fakewatch_sdk::backend::{Backend, TractBackend};
 use fakewatch_sdk::bundle::{Bundle, PublicKey};
+use fakewatch_sdk::detector::ScoredFace;
 use fakewatch_sdk::detector::Session;
 use fakewatch_sdk::runtime::BackendSpec;
-use fakewatch_sdk::{DeepfakeDetector, FrameRef, Label, PixelFormat};
+use fakewatch_sdk::{
+    DeepfakeDetector, Frame, FrameRef, Label, MultiSession, PixelFormat, StreamId,
+};
 
 /// Pixel layouts accepted by [`fw_push_frame`].
 #[repr(C)]
@@ -106,6 +115,12 @@ pub struct FwVerdict {
 /// detector.
 pub struct FwDetector {
     session: Session,
+}
+
+/// An open bundle shared by several streams (opaque); see
+/// [`fw_multi_open`].
+pub struct FwMulti {
+    multi: MultiSession,
 }
 
 thread_local! {
@@ -235,6 +250,23 @@ unsafe fn open_on(
     key_hex: *const c_char,
     backend: &dyn Backend,
 ) -> Result<*mut FwDetector, String> {
+    // SAFETY: forwarded from the caller.
+    let det = unsafe { open_detector(bundle_dir, key_hex, backend) }?;
+    Ok(Box::into_raw(Box::new(FwDetector {
+        session: det.live_session(),
+    })))
+}
+
+/// The detector of a bundle, its signature checked when `key_hex` is not
+/// NULL.
+///
+/// # Safety
+/// Both pointers are NULL or NUL-terminated strings.
+unsafe fn open_detector(
+    bundle_dir: *const c_char,
+    key_hex: *const c_char,
+    backend: &dyn Backend,
+) -> Result<Arc<DeepfakeDetector>, String> {
     if bundle_dir.is_null() {
         return Err("bundle_dir is NULL".into());
     }
@@ -259,13 +291,131 @@ unsafe fn open_on(
     if bundle.manifest().classifier.is_none() {
         return Err(format!("bundle {dir} has no classifier"));
     }
-    let det = DeepfakeDetector::builder(&bundle)
+    DeepfakeDetector::builder(&bundle)
         .threads(fakewatch_sdk::parallel::available_threads())
         .build(backend)
-        .map_err(|e| e.to_string())?;
-    Ok(Box::into_raw(Box::new(FwDetector {
-        session: det.live_session(),
-    })))
+        .map_err(|e| e.to_string())
+}
+
+/// Opens a bundle (as [`fw_open`]) for up to `max_streams` streams that
+/// share its models; each stream keeps its own tracks and verdict. Returns
+/// `NULL` on error (see [`fw_last_error`]). Free with [`fw_multi_close`].
+#[no_mangle]
+pub unsafe extern "C" fn fw_multi_open(
+    bundle_dir: *const c_char,
+    max_streams: u32,
+) -> *mut FwMulti {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: forwarded from the caller.
+        let detector = unsafe { open_detector(bundle_dir, std::ptr::null(), &TractBackend) }?;
+        let multi = MultiSession::new(detector, max_streams as usize).map_err(|e| e.to_string())?;
+        Ok(Box::into_raw(Box::new(FwMulti { multi })))
+    })
+}
+
+/// Closes a multi-stream detector and all its streams (`NULL` is ignored).
+/// No other call on it may be running.
+#[no_mangle]
+pub unsafe extern "C" fn fw_multi_close(multi: *mut FwMulti) {
+    guard((), || {
+        if !multi.is_null() {
+            // SAFETY: `multi` came from `fw_multi_open` and is not used again.
+            drop(unsafe { Box::from_raw(multi) });
+        }
+        Ok(())
+    })
+}
+
+/// The C string at `p` as UTF-8.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, String> {
+    if p.is_null() {
+        return Err(format!("{what} is NULL"));
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| format!("{what} is not UTF-8"))
+}
+
+/// Opens a stream named `name` (unique among the open streams). Returns its
+/// id (≥ 0), or -1 on error, e.g. when `max_streams` streams are open.
+#[no_mangle]
+pub unsafe extern "C" fn fw_multi_add_stream(multi: *const FwMulti, name: *const c_char) -> i64 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_multi_open`.
+        let m = unsafe { multi.as_ref() }.ok_or("multi is NULL")?;
+        // SAFETY: forwarded from the caller.
+        let name = unsafe { c_str(name, "name") }?;
+        let id = m.multi.add_stream(name).map_err(|e| e.to_string())?;
+        Ok(i64::from(id.0))
+    })
+}
+
+/// Closes stream `stream`. Returns 0, or -1 on error (unknown stream).
+#[no_mangle]
+pub unsafe extern "C" fn fw_multi_remove_stream(multi: *const FwMulti, stream: u32) -> i32 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_multi_open`.
+        let m = unsafe { multi.as_ref() }.ok_or("multi is NULL")?;
+        m.multi
+            .remove_stream(StreamId(stream))
+            .map_err(|e| e.to_string())?;
+        Ok(0)
+    })
+}
+
+/// As [`fw_push_frame`], for stream `stream` of a multi-stream detector.
+/// Frames of one stream are analysed in the order of the calls; calls for
+/// different streams may run concurrently on different threads.
+#[no_mangle]
+pub unsafe extern "C" fn fw_push_frame_on(
+    multi: *const FwMulti,
+    stream: u32,
+    data: *const u8,
+    len: usize,
+    width: u32,
+    height: u32,
+    stride: usize,
+    format: u32,
+    faces: *mut FwFace,
+    faces_cap: usize,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_multi_open`.
+        let m = unsafe { multi.as_ref() }.ok_or("multi is NULL")?;
+        // SAFETY: forwarded from the caller.
+        let frame = unsafe { c_frame(data, len, width, height, stride, format) }?;
+        check_faces_out(faces, faces_cap)?;
+        let step = m
+            .multi
+            .process(StreamId(stream), &frame)
+            .map_err(|e| e.to_string())?;
+        // SAFETY: forwarded from the caller.
+        unsafe { write_faces(&step.faces, faces, faces_cap) }
+    })
+}
+
+/// As [`fw_verdict`], for stream `stream`. Returns 0, or -1 on error.
+#[no_mangle]
+pub unsafe extern "C" fn fw_verdict_on(
+    multi: *const FwMulti,
+    stream: u32,
+    out: *mut FwVerdict,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: NULL or a pointer from `fw_multi_open`.
+        let m = unsafe { multi.as_ref() }.ok_or("multi is NULL")?;
+        // SAFETY: NULL or a caller-owned `FwVerdict`.
+        let out = unsafe { out.as_mut() }.ok_or("out is NULL")?;
+        *out = m
+            .multi
+            .with_session(StreamId(stream), |s| verdict_of(s))
+            .map_err(|e| e.to_string())?;
+        Ok(0)
+    })
 }
 
 /// Closes a detector (`NULL` is ignored).
@@ -328,45 +478,97 @@ pub unsafe extern "C" fn fw_push_frame(
     guard(-1, || {
         // SAFETY: NULL or a pointer from `fw_open`.
         let d = unsafe { detector.as_mut() }.ok_or("detector is NULL")?;
-        if data.is_null() {
-            return Err("data is NULL".into());
-        }
-        if faces.is_null() && faces_cap > 0 {
-            return Err("faces is NULL but faces_cap > 0".into());
-        }
-        let format = pixel_format(format)?;
-        // SAFETY: the caller promises `len` readable bytes at `data`.
-        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
-        let frame = FrameRef::new(bytes, width, height, stride, format)
-            .map_err(|e| e.to_string())?
-            .to_rgb();
+        // SAFETY: forwarded from the caller.
+        let frame = unsafe { c_frame(data, len, width, height, stride, format) }?;
+        check_faces_out(faces, faces_cap)?;
         let scored = d.session.process(&frame).map_err(|e| e.to_string())?;
-        let out: &mut [FwFace] = if faces_cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: the caller owns `faces_cap` writable `FwFace`s at `faces`.
-            unsafe { std::slice::from_raw_parts_mut(faces, faces_cap) }
-        };
-        for (o, s) in out.iter_mut().zip(&scored) {
-            let det = &s.face.detection;
-            let mut lm = [0f32; 10];
-            for (i, p) in det.landmarks.0.iter().enumerate() {
-                lm[2 * i] = p.x;
-                lm[2 * i + 1] = p.y;
-            }
-            *o = FwFace {
-                x1: det.bbox.x1,
-                y1: det.bbox.y1,
-                x2: det.bbox.x2,
-                y2: det.bbox.y2,
-                detection_score: det.score,
-                p_fake: s.p_fake,
-                track: s.track.map_or(-1, i64::from),
-                landmarks: lm,
-            };
-        }
-        i32::try_from(scored.len()).map_err(|_| "too many faces".to_string())
+        // SAFETY: forwarded from the caller.
+        unsafe { write_faces(&scored, faces, faces_cap) }
     })
+}
+
+/// The RGB frame of a caller's buffer (checked: sizes, stride, format).
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes.
+unsafe fn c_frame(
+    data: *const u8,
+    len: usize,
+    width: u32,
+    height: u32,
+    stride: usize,
+    format: u32,
+) -> Result<Frame, String> {
+    if data.is_null() {
+        return Err("data is NULL".into());
+    }
+    let format = pixel_format(format)?;
+    // SAFETY: the caller promises `len` readable bytes at `data`.
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) };
+    Ok(FrameRef::new(bytes, width, height, stride, format)
+        .map_err(|e| e.to_string())?
+        .to_rgb())
+}
+
+fn check_faces_out(faces: *mut FwFace, faces_cap: usize) -> Result<(), String> {
+    if faces.is_null() && faces_cap > 0 {
+        return Err("faces is NULL but faces_cap > 0".into());
+    }
+    Ok(())
+}
+
+/// Writes up to `faces_cap` of `scored` to `faces` and returns how many the
+/// frame has.
+///
+/// # Safety
+/// `faces` points to `faces_cap` writable `FwFace`s (or `faces_cap` is 0).
+unsafe fn write_faces(
+    scored: &[ScoredFace],
+    faces: *mut FwFace,
+    faces_cap: usize,
+) -> Result<i32, String> {
+    let out: &mut [FwFace] = if faces_cap == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller owns `faces_cap` writable `FwFace`s at `faces`.
+        unsafe { std::slice::from_raw_parts_mut(faces, faces_cap) }
+    };
+    for (o, s) in out.iter_mut().zip(scored) {
+        let det = &s.face.detection;
+        let mut lm = [0f32; 10];
+        for (i, p) in det.landmarks.0.iter().enumerate() {
+            lm[2 * i] = p.x;
+            lm[2 * i + 1] = p.y;
+        }
+        *o = FwFace {
+            x1: det.bbox.x1,
+            y1: det.bbox.y1,
+            x2: det.bbox.x2,
+            y2: det.bbox.y2,
+            detection_score: det.score,
+            p_fake: s.p_fake,
+            track: s.track.map_or(-1, i64::from),
+            landmarks: lm,
+        };
+    }
+    i32::try_from(scored.len()).map_err(|_| "too many faces".to_string())
+}
+
+/// A session's verdict as C sees it.
+fn verdict_of(s: &Session) -> FwVerdict {
+    let v = s.verdict();
+    FwVerdict {
+        label: match v.label {
+            Label::Real => FwLabel::Real,
+            Label::Fake => FwLabel::Fake,
+            Label::Unknown => FwLabel::Unknown,
+        },
+        score: v.score.unwrap_or(f32::NAN),
+        threshold: s.detector().decision().threshold,
+        tracks: v.tracks.len() as u32,
+        frames: s.frames() as u64,
+        faces: s.faces() as u64,
+    }
 }
 
 /// Writes the current verdict to `out`. Returns 0, or -1 on error.
@@ -377,21 +579,7 @@ pub unsafe extern "C" fn fw_verdict(detector: *const FwDetector, out: *mut FwVer
         let d = unsafe { detector.as_ref() }.ok_or("detector is NULL")?;
         // SAFETY: NULL or a caller-owned `FwVerdict`.
         let out = unsafe { out.as_mut() }.ok_or("out is NULL")?;
-        let s = &d.session;
-        let v = s.verdict();
-        let threshold = s.detector().decision().threshold;
-        *out = FwVerdict {
-            label: match v.label {
-                Label::Real => FwLabel::Real,
-                Label::Fake => FwLabel::Fake,
-                Label::Unknown => FwLabel::Unknown,
-            },
-            score: v.score.unwrap_or(f32::NAN),
-            threshold,
-            tracks: v.tracks.len() as u32,
-            frames: s.frames() as u64,
-            faces: s.faces() as u64,
-        };
+        *out = verdict_of(&d.session);
         Ok(0)
     })
 }
@@ -463,6 +651,90 @@ mod tests {
             assert_eq!(fw_verdict(d, &mut v), 0);
             assert_eq!((v.label, v.frames), (FwLabel::Unknown, 0));
             fw_close(d);
+        }
+    }
+
+    /// Two streams through one bundle: each has its own faces and
+    /// verdict; the cap, unknown streams and bad pointers are errors.
+    #[test]
+    #[cfg_attr(target_arch = "aarch64", ignore = "loads models; slow under qemu")]
+    fn streams_share_a_bundle_and_keep_their_own_verdicts() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let t1 = fakewatch_sdk::Frame::load(format!("{root}/tests/fixtures/t1.jpg")).unwrap();
+        let blank = vec![128u8; 64 * 48 * 3];
+        unsafe {
+            assert!(fw_multi_open(std::ptr::null(), 2).is_null());
+            assert!(err().contains("NULL"), "{}", err());
+            let dir = CString::new(format!("{root}/models/default")).unwrap();
+            assert!(fw_multi_open(dir.as_ptr(), 0).is_null());
+            assert!(err().contains("max_streams"), "{}", err());
+            let m = fw_multi_open(dir.as_ptr(), 2);
+            assert!(!m.is_null(), "{}", err());
+            let (a, b) = (c"cam1", c"cam2");
+            let ia = fw_multi_add_stream(m, a.as_ptr());
+            let ib = fw_multi_add_stream(m, b.as_ptr());
+            assert_eq!((ia, ib), (0, 1), "{}", err());
+            assert_eq!(fw_multi_add_stream(m, c"cam3".as_ptr()), -1);
+            assert!(err().contains("max_streams 2"), "{}", err());
+            assert_eq!(fw_multi_add_stream(m, std::ptr::null()), -1);
+
+            let mut faces = [std::mem::zeroed::<FwFace>(); 8];
+            let n = fw_push_frame_on(
+                m,
+                ia as u32,
+                t1.data().as_ptr(),
+                t1.data().len(),
+                t1.width(),
+                t1.height(),
+                t1.stride(),
+                FwPixelFormat::Rgb8 as u32,
+                faces.as_mut_ptr(),
+                faces.len(),
+            );
+            assert_eq!(n, 6, "{}", err());
+            assert!(faces[..6]
+                .iter()
+                .all(|f| f.track >= 0 && f.p_fake.is_finite()));
+            let n = fw_push_frame_on(
+                m,
+                ib as u32,
+                blank.as_ptr(),
+                blank.len(),
+                64,
+                48,
+                64 * 3,
+                FwPixelFormat::Rgb8 as u32,
+                faces.as_mut_ptr(),
+                faces.len(),
+            );
+            assert_eq!(n, 0, "{}", err());
+            // A short buffer is that call's error; the streams go on.
+            let n = fw_push_frame_on(
+                m,
+                ib as u32,
+                blank.as_ptr(),
+                10,
+                64,
+                48,
+                64 * 3,
+                FwPixelFormat::Rgb8 as u32,
+                std::ptr::null_mut(),
+                0,
+            );
+            assert_eq!(n, -1);
+            let mut va = std::mem::zeroed::<FwVerdict>();
+            let mut vb = std::mem::zeroed::<FwVerdict>();
+            assert_eq!(fw_verdict_on(m, ia as u32, &mut va), 0);
+            assert_eq!(fw_verdict_on(m, ib as u32, &mut vb), 0);
+            assert_eq!((va.frames, va.faces, va.tracks), (1, 6, 6));
+            assert_eq!((vb.frames, vb.faces, vb.label), (1, 0, FwLabel::Unknown));
+            assert_eq!(fw_verdict_on(m, 7, &mut va), -1);
+            assert!(err().contains("no such stream"), "{}", err());
+            assert_eq!(fw_multi_remove_stream(m, ib as u32), 0);
+            assert_eq!(fw_verdict_on(m, ib as u32, &mut vb), -1);
+            assert_eq!(fw_multi_add_stream(m, c"cam3".as_ptr()), 2);
+            fw_multi_close(m);
+            fw_multi_close(std::ptr::null_mut());
         }
     }
 

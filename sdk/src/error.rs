@@ -63,6 +63,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// One stream of a [`crate::multi::MultiSession`] failed or is unknown;
+    /// the other streams are unaffected.
+    #[error("stream {stream}: {reason}")]
+    Stream {
+        /// The stream's name or id.
+        stream: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Result alias of the SDK.

@@ -27,6 +27,7 @@ pub mod error;
 pub mod frame;
 pub mod geometry;
 pub mod mtcnn;
+pub mod multi;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod parallel;
@@ -45,5 +46,6 @@ pub use detector::{DeepfakeDetector, ScoredFace, Session};
 pub use error::{Error, Result};
 pub use frame::{Frame, FrameRef, PixelFormat};
 pub use geometry::{BBox, Detection, Landmarks, Point};
+pub use multi::{MultiSession, StreamId};
 pub use perception::{Face, Perception};
 pub use verdict::{Decision, Label, Verdict};
