@@ -869,3 +869,206 @@ fn an_image_directory_is_a_source() {
         "the mirrored faces continue the same tracks"
     );
 }
+
+/// Events of stream `name`.
+fn of_stream<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["stream"] == name).collect()
+}
+
+#[test]
+fn three_streams_in_one_run_each_get_their_own_verdicts_and_outputs() {
+    let dir = scratch("run-streams");
+    let faces = make_clip(&photo(), 12, &dir.join("faces.avi"));
+    let grey = dir.join("grey.jpg");
+    Frame::filled(320, 240, [90, 90, 90])
+        .unwrap()
+        .save(&grey)
+        .unwrap();
+    let empty = make_clip(&grey, 12, &dir.join("empty.avi"));
+    // Events also go through a real broker where mosquitto is installed.
+    let mqtt =
+        tool("mosquitto", "mosquitto").map(|m| broker_and_subscriber(&m, &dir, "fw/streams"));
+    let mut cmd = fakewatch();
+    cmd.args(["run", "--source"])
+        .arg(format!("cam1={}", faces.display()))
+        .arg("--source")
+        .arg(format!("cam2={}", faces.display()))
+        .arg("--source")
+        .arg(format!("lobby={}", empty.display()))
+        .arg("--sink")
+        .arg(format!("file:{}/{{stream}}.mp4", dir.display()))
+        .arg("--sink")
+        .arg(format!("cam2=png-dir:{}", dir.join("cam2-png").display()))
+        .args(["--no-pace", "--detect-every", "4", "--events", "-"])
+        .arg("--spool-dir")
+        .arg(dir.join("spool"));
+    if let Some((broker, ..)) = &mqtt {
+        cmd.arg("--events")
+            .arg(format!("mqtt://127.0.0.1:{}/fw/streams", broker.port));
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = ndjson(&o.stdout);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64, "{e}");
+    }
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{summary}");
+    // Every event but the run's own stop and summary names its stream.
+    for e in &events[..events.len() - 2] {
+        assert!(
+            ["cam1", "cam2", "lobby"].contains(&e["stream"].as_str().unwrap_or("")),
+            "{e}"
+        );
+    }
+    let count = |name: &str, kind: &str| {
+        of_stream(&events, name)
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .count()
+    };
+    for name in ["cam1", "cam2"] {
+        assert_eq!(count(name, "start"), 1);
+        assert_eq!(count(name, "track_appeared"), 6, "{name}: six faces");
+        assert!(of_stream(&events, name)
+            .iter()
+            .any(|e| e["event"] == "verdict_changed" && e["scope"] == "stream"));
+        let s = &summary["streams"][name];
+        assert_eq!(s["frames_processed"], 12, "{s}");
+        assert_eq!(s["frames_analyzed"], 3, "every 4th of 12: {s}");
+        assert_eq!(s["tracks_seen"], 6);
+        assert_eq!(s["reason"], "end");
+    }
+    // The same clip twice: the same tracks and scores, each on its own.
+    let verdicts = |name: &str| -> Vec<(u64, String)> {
+        of_stream(&events, name)
+            .iter()
+            .filter(|e| e["event"] == "verdict_changed" && e["scope"] == "track")
+            .map(|e| (e["track"].as_u64().unwrap(), e["score"].to_string()))
+            .collect()
+    };
+    assert_eq!(verdicts("cam1"), verdicts("cam2"));
+    assert_eq!(count("lobby", "track_appeared"), 0);
+    assert_eq!(summary["streams"]["lobby"]["label"], "unknown");
+    assert_eq!(summary["streams"]["lobby"]["frames_processed"], 12);
+    // Each stream its own video; the named sink only for its stream.
+    for name in ["cam1", "cam2", "lobby"] {
+        let mut r = VideoReader::open(dir.join(format!("{name}.mp4")).to_str().unwrap()).unwrap();
+        let mut n = 0;
+        while r.next_frame().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 12, "{name}.mp4");
+    }
+    assert_eq!(std::fs::read_dir(dir.join("cam2-png")).unwrap().count(), 12);
+    assert!(!dir.join("cam1-png").exists());
+    if let Some((_broker, done, sub)) = mqtt {
+        std::thread::sleep(Duration::from_secs(1));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let got = sub.join().unwrap();
+        assert_eq!(got.len(), events.len(), "every event through MQTT");
+        assert_eq!(
+            of_stream(&got, "cam1").len(),
+            of_stream(&events, "cam1").len()
+        );
+    }
+}
+
+#[test]
+fn a_stream_whose_camera_is_down_is_retried_while_the_others_go_on() {
+    let dir = scratch("run-streams-broken");
+    let faces = make_clip(&photo(), 24, &dir.join("faces.avi"));
+    let port = free_port();
+    let events_file = dir.join("events.ndjson");
+    let mut app = fakewatch()
+        .args(["run", "--source"])
+        .arg(format!("door=http://127.0.0.1:{port}/stream.mjpg"))
+        .arg("--source")
+        .arg(format!("desk={}", faces.display()))
+        .args(["--detect-every", "4", "--stats-interval", "0.5", "--events"])
+        .arg(&events_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || {
+        std::fs::read(&events_file)
+            .map(|b| ndjson(&b))
+            .unwrap_or_default()
+    };
+    let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| {
+        let t = Instant::now();
+        loop {
+            if ok(&read()) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "waited too long for {what}: {:?}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let lost = |ev: &[Value]| {
+        ev.iter()
+            .filter(|e| e["event"] == "source_lost" && e["stream"] == "door")
+            .count()
+    };
+    // No camera yet: the door stream is reported and retried, more slowly
+    // each time; the desk clip runs meanwhile.
+    wait_for("two retries of the door camera", &|ev| lost(ev) >= 2);
+    wait_for("verdicts of the desk", &|ev| {
+        ev.iter()
+            .any(|e| e["event"] == "verdict_changed" && e["stream"] == "desk")
+    });
+    // The camera comes up: the door stream starts and gets frames.
+    let _cam = Camera::start(port, std::sync::Arc::new(std::fs::read(photo()).unwrap()));
+    wait_for("the door stream's verdict", &|ev| {
+        ev.iter()
+            .any(|e| e["event"] == "verdict_changed" && e["stream"] == "door")
+    });
+    unsafe {
+        libc::kill(app.id() as i32, libc::SIGTERM);
+    }
+    let status = app.wait().unwrap();
+    assert!(status.success());
+    let events = read();
+    let retries: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "source_lost" && e["stream"] == "door")
+        .map(|e| e["retry_in_ms"].as_u64().unwrap())
+        .collect();
+    assert!(retries.windows(2).all(|w| w[1] >= w[0]), "{retries:?}");
+    let s = &events.last().unwrap();
+    assert_eq!(s["event"], "summary");
+    let desk = &s["streams"]["desk"];
+    assert_eq!(desk["frames_processed"], 24, "{desk}");
+    assert_eq!(desk["reason"], "end");
+    assert_eq!(desk["errors"], 0);
+    let door = &s["streams"]["door"];
+    assert!(door["frames_processed"].as_u64().unwrap() > 0, "{door}");
+    assert_eq!(door["source_lost"].as_u64().unwrap(), retries.len() as u64);
+}
+
+#[test]
+fn several_streams_refuse_what_they_cannot_do() {
+    let run = |args: &[&str]| {
+        let o = fakewatch().arg("run").args(args).output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let (a, b) = ("a=tests/fixtures/t1.jpg", "b=tests/fixtures/t1.jpg");
+    let two = ["--source", a, "--source", b];
+    let with = |more: &[&'static str]| -> Vec<&str> { two.iter().chain(more).copied().collect() };
+    let e = run(&with(&["--max-streams", "1"]));
+    assert!(e.contains("--max-streams is 1"), "{e}");
+    let e = run(&["--source", a, "--source", a]);
+    assert!(e.contains("two sources are named \"a\""), "{e}");
+    let e = run(&with(&["--sink", "file:o.mp4"]));
+    assert!(e.contains("{stream}"), "{e}");
+    let e = run(&with(&["--sink", "c=file:o.mp4"]));
+    assert!(e.contains("no stream is named \"c\""), "{e}");
+    let e = run(&with(&["--sink", "a=mjpeg:127.0.0.1:0"]));
+    assert!(e.contains("serve one stream"), "{e}");
+}

@@ -20,12 +20,20 @@ pub struct RunArgs {
     /// `v4l2:///dev/video0[?size=WxH&fps=N&format=MJPG|YUYV|NV12]`,
     /// `camera:N`, `file:///…` or a path, `rtsp://…`, `srt://…`, `udp://…`,
     /// `gst:PIPELINE`, `dir:DIR` (images), or `-` (raw frames on stdin).
+    /// Repeatable: several sources are streams of one run sharing the
+    /// models, each named `NAME=URI` (default `stream0`, `stream1`, …).
     #[arg(long)]
-    pub source: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub source: Vec<String>,
     /// Output of overlaid frames, repeatable: `file:out.mp4`, `png-dir:DIR`,
-    /// `mjpeg:HOST:PORT`, `fb:/dev/fb0`, `gst:autovideosink`.
+    /// `mjpeg:HOST:PORT`, `fb:/dev/fb0`, `gst:autovideosink`. With several
+    /// streams: `NAME=SINK` for one stream, or a sink with `{stream}` in it
+    /// for each.
     #[arg(long)]
     pub sink: Vec<String>,
+    /// Most streams one run takes (several `--source`s).
+    #[arg(long)]
+    pub max_streams: Option<usize>,
     /// Event output, repeatable: `-` (stdout), a file, `mqtt://host:port/topic`.
     #[arg(long)]
     pub events: Vec<String>,
@@ -97,6 +105,20 @@ pub struct RunArgs {
     pub mjpeg_fps: Option<f64>,
 }
 
+/// A string or a list of strings (`source = "…"` or `source = ["…", "…"]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// Defaults of the optional settings.
 pub mod defaults {
     /// Frames buffered between capture and processing.
@@ -113,6 +135,8 @@ pub mod defaults {
     pub const FLUSH_TIMEOUT: f64 = 10.0;
     /// Preview frames per second.
     pub const MJPEG_FPS: f64 = 10.0;
+    /// Most streams of one run.
+    pub const MAX_STREAMS: usize = 8;
 }
 
 impl RunArgs {
@@ -126,7 +150,7 @@ impl RunArgs {
             ($($f:ident),*) => { $( let $f = self.$f.or(file.$f); )* };
         }
         pick!(
-            source,
+            max_streams,
             bundle,
             size,
             format,
@@ -148,7 +172,12 @@ impl RunArgs {
         );
         Ok(Self {
             config: Some(path),
-            source,
+            source: if self.source.is_empty() {
+                file.source
+            } else {
+                self.source
+            },
+            max_streams,
             sink: if self.sink.is_empty() {
                 file.sink
             } else {
@@ -225,10 +254,36 @@ mod tests {
             ..RunArgs::default()
         };
         let m = cli.merged().unwrap();
-        assert_eq!(m.source.as_deref(), Some("clip.mp4"));
+        assert_eq!(m.source, ["clip.mp4"]);
         assert_eq!(m.sink, ["png-dir:out"]);
         assert_eq!(m.detect_every, Some(5));
         assert!(m.repeat);
+    }
+
+    #[test]
+    fn several_sources_in_a_file() {
+        let p = write(
+            "m.toml",
+            "source = [\"cam1=a.mp4\", \"cam2=b.mp4\"]\nmax_streams = 3\n",
+        );
+        let m = RunArgs {
+            config: Some(p),
+            ..RunArgs::default()
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(m.source, ["cam1=a.mp4", "cam2=b.mp4"]);
+        assert_eq!(m.max_streams, Some(3));
+        // Command-line sources replace the file's.
+        let p = write("n.json", "{\"source\": \"x.mp4\"}");
+        let m = RunArgs {
+            config: Some(p),
+            source: vec!["y.mp4".into()],
+            ..RunArgs::default()
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(m.source, ["y.mp4"]);
     }
 
     #[test]

@@ -229,6 +229,35 @@ impl EventHub {
     }
 }
 
+/// An [`EventHub`] as one stream sees it: in a multi-stream run every event
+/// it emits carries the stream's name (`"stream"`); without a name the
+/// events are exactly the hub's.
+#[derive(Clone, Copy)]
+pub struct Events<'a> {
+    hub: &'a EventHub,
+    stream: Option<&'a str>,
+}
+
+impl<'a> Events<'a> {
+    /// Events of stream `stream` (`None`: a single-stream run).
+    pub fn new(hub: &'a EventHub, stream: Option<&'a str>) -> Self {
+        Self { hub, stream }
+    }
+
+    /// Emits an event, adding the stream's name to an object's fields.
+    pub fn emit(&self, event: &str, mut fields: Value) {
+        if let (Some(name), Value::Object(m)) = (self.stream, &mut fields) {
+            m.insert("stream".into(), json!(name));
+        }
+        self.hub.emit(event, fields);
+    }
+
+    /// The hub behind it.
+    pub fn hub(&self) -> &'a EventHub {
+        self.hub
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,15 +29,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::AppContext;
-use fakewatch_sdk::detector::Session;
+use fakewatch_sdk::detector::{Session, Step};
 use fakewatch_sdk::frame::BufferPool;
-use fakewatch_sdk::verdict::{Scope, TrackVerdict, Unknown, Verdict};
-use fakewatch_sdk::{BBox, DeepfakeDetector, Label};
+use fakewatch_sdk::verdict::{LabelChange, Scope, TrackVerdict, Unknown, Verdict};
+use fakewatch_sdk::{BBox, DeepfakeDetector, Label, MultiSession, StreamId};
 use serde_json::json;
 
 use config::defaults;
 pub use config::RunArgs;
-use events::{EventHub, EventTarget, SpoolConfig};
+use events::{EventHub, EventTarget, Events, SpoolConfig};
 use http::{HttpServer, Status, TrackStatus};
 use sinks::{Sink, SinkSpec};
 use source::{CaptureConfig, CaptureStats, Captured, FrameQueue, SourceSpec};
@@ -118,7 +118,9 @@ struct TrackBook {
 
 /// Turns analyses into state updates and events.
 struct Analyzer {
-    session: Session,
+    /// The stream's own session (single-stream runs); `None` when the
+    /// session lives in a [`MultiSession`].
+    session: Option<Session>,
     /// Stream time zero (hysteresis dwell is measured from it).
     origin: Instant,
     /// The last verdict, labels as held.
@@ -131,19 +133,109 @@ struct Analyzer {
     errors: u64,
 }
 
+/// A step's verdict as the stream shows it: held labels and their changes.
+type StreamVerdict = (Verdict, Vec<LabelChange>);
+
 impl Analyzer {
-    fn analyze(&mut self, c: &Captured, state: &Mutex<LiveState>, events: &EventHub) {
-        let step = match self.session.step(&c.frame) {
-            Ok(s) => s,
-            Err(e) => {
+    fn new(session: Option<Session>) -> Self {
+        Self {
+            session,
+            origin: Instant::now(),
+            last: None,
+            books: heapless::Vec::new(),
+            latencies: Vec::new(),
+            first_latency: None,
+            tracks_seen: 0,
+            stages: StageMeans::default(),
+            errors: 0,
+        }
+    }
+
+    /// Analyses a frame with the stream's own session.
+    fn analyze(&mut self, c: &Captured, state: &Mutex<LiveState>, events: &Events<'_>) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let step = session.step(&c.frame);
+        let verdict = step
+            .is_ok()
+            .then(|| session.stream_verdict(c.at.saturating_duration_since(self.origin)));
+        self.record(c.index, c.at, step, verdict, state, events);
+    }
+
+    /// Analyses a frame of stream `id` of `multi` now.
+    fn analyze_on(
+        &mut self,
+        multi: &MultiSession,
+        id: StreamId,
+        c: &Captured,
+        state: &Mutex<LiveState>,
+        events: &Events<'_>,
+    ) {
+        let step = multi.process(id, &c.frame);
+        let verdict = self.verdict_on(multi, id, &step, c.at);
+        self.record(c.index, c.at, step, verdict, state, events);
+    }
+
+    /// The stream verdict after `step` of stream `id` (none after a failure).
+    fn verdict_on(
+        &self,
+        multi: &MultiSession,
+        id: StreamId,
+        step: &fakewatch_sdk::Result<Step>,
+        at: Instant,
+    ) -> Option<StreamVerdict> {
+        let t = at.saturating_duration_since(self.origin);
+        step.as_ref()
+            .ok()
+            .and_then(|_| multi.with_session(id, |s| s.stream_verdict(t)).ok())
+    }
+
+    /// The verdict so far (the summary's).
+    fn verdict(&self, multi: Option<(&MultiSession, StreamId)>) -> Verdict {
+        if let Some(v) = &self.last {
+            return v.clone();
+        }
+        match (&self.session, multi) {
+            (Some(s), _) => s.verdict(),
+            (None, Some((m, id))) => m
+                .with_session(id, |s| s.verdict())
+                .unwrap_or_else(|_| Verdict::error()),
+            (None, None) => Verdict::error(),
+        }
+    }
+
+    /// Turns one analysis (frame `index`, captured `at`) into events and
+    /// the overlay's state.
+    fn record(
+        &mut self,
+        index: u64,
+        at: Instant,
+        step: fakewatch_sdk::Result<Step>,
+        verdict: Option<StreamVerdict>,
+        state: &Mutex<LiveState>,
+        events: &Events<'_>,
+    ) {
+        let (step, (verdict, changes)) = match (step, verdict) {
+            (Ok(s), Some(v)) => (s, v),
+            (Err(e), _) => {
                 self.errors += 1;
                 events.emit(
                     "error",
-                    json!({"stage": "analysis", "frame": c.index, "message": e.to_string()}),
+                    json!({"stage": "analysis", "frame": index, "message": e.to_string()}),
+                );
+                return;
+            }
+            (Ok(_), None) => {
+                self.errors += 1;
+                events.emit(
+                    "error",
+                    json!({"stage": "analysis", "frame": index, "message": "the stream was closed"}),
                 );
                 return;
             }
         };
+        let c = Stamp { index, at };
         let done = Instant::now();
         self.stages.add(&step.timings, done - c.at);
         for &id in &step.started {
@@ -177,7 +269,6 @@ impl Analyzer {
         }
         // Labels: held under the bundle's hysteresis by the SDK's verdict
         // stream; this only reports the changes.
-        let (verdict, changes) = self.session.stream_verdict(c.at - self.origin);
         let tv = |id: u32| -> Option<&TrackVerdict> { verdict.tracks.iter().find(|t| t.id == id) };
         for &id in &step.ended {
             let t = tv(id);
@@ -267,6 +358,13 @@ impl Analyzer {
     }
 }
 
+/// Frame number and capture time of an analysed frame.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    index: u64,
+    at: Instant,
+}
+
 /// The newest frame waiting for analysis (older ones are replaced).
 #[derive(Default)]
 struct Slot {
@@ -342,17 +440,237 @@ fn median(v: &[f64]) -> Option<f64> {
     Some(s[s.len() / 2])
 }
 
-/// Runs a live source until it ends or the process is stopped.
-pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
-    let a = args.merged()?;
-    let source = a
-        .source
-        .clone()
-        .context("no source: pass --source URI (or `source` in --config)")?;
+/// Shared analysis workers of a multi-stream run: each takes the pending
+/// frame of the stream that has waited longest ([`MultiSession::analyze_next`])
+/// and uses every analysis thread for it, so one is enough on small devices.
+const ANALYSIS_WORKERS: usize = 1;
+/// Longest a shared worker sleeps before looking for work again.
+const WORKER_POLL: Duration = Duration::from_millis(50);
+/// First and longest wait before reopening a stream's source that could not
+/// be opened (multi-stream runs; reconnecting sources only).
+const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(10));
+
+/// One stream of a run: its name, source and sinks.
+#[derive(Debug, Clone)]
+struct StreamPlan {
+    /// `None` in a single-stream run (events carry no stream name).
+    name: Option<String>,
+    source: String,
+    spec: SourceSpec,
+    /// The sinks as given (for the start event).
+    sink_args: Vec<String>,
+    sinks: Vec<SinkSpec>,
+}
+
+/// Splits `NAME=VALUE` where NAME is a stream name (letters, digits, `-`,
+/// `_`, `.`); anything else (a URI, a path, a pipeline) has no name.
+fn split_name(arg: &str) -> (Option<&str>, &str) {
+    match arg.split_once('=') {
+        Some((n, v))
+            if !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            (Some(n), v)
+        }
+        _ => (None, arg),
+    }
+}
+
+/// The streams of a run from its sources and sinks: one source keeps
+/// today's single-stream run (every sink its own); several become named
+/// streams, each with the sinks named for it and those with `{stream}`.
+fn plan_streams(a: &RunArgs) -> Result<Vec<StreamPlan>> {
+    if a.source.is_empty() {
+        bail!("no source: pass --source URI (or `source` in --config)");
+    }
     let size = a.size.as_deref().map(str::parse).transpose()?;
     let format = a.format.as_deref().map(str::parse).transpose()?;
-    let spec = SourceSpec::parse(&source, size, format)?;
-    let sink_specs: Vec<SinkSpec> = a.sink.iter().map(|s| s.parse()).collect::<Result<_>>()?;
+    if a.source.len() == 1 {
+        let source = a.source[0].clone();
+        return Ok(vec![StreamPlan {
+            name: None,
+            spec: SourceSpec::parse(&source, size, format)?,
+            source,
+            sink_args: a.sink.clone(),
+            sinks: a.sink.iter().map(|s| s.parse()).collect::<Result<_>>()?,
+        }]);
+    }
+    let max = a.max_streams.unwrap_or(defaults::MAX_STREAMS);
+    if a.source.len() > max {
+        bail!(
+            "{} sources but --max-streams is {max}: raise it, or run another fakewatch",
+            a.source.len()
+        );
+    }
+    let mut plans: Vec<StreamPlan> = Vec::new();
+    for (i, arg) in a.source.iter().enumerate() {
+        let (name, source) = split_name(arg);
+        let name = name.map_or_else(|| format!("stream{i}"), str::to_string);
+        if plans.iter().any(|p| p.name.as_deref() == Some(&name)) {
+            bail!("two sources are named {name:?}");
+        }
+        plans.push(StreamPlan {
+            spec: SourceSpec::parse(source, size, format)
+                .with_context(|| format!("stream {name}"))?,
+            name: Some(name),
+            source: source.to_string(),
+            sink_args: Vec::new(),
+            sinks: Vec::new(),
+        });
+    }
+    for arg in &a.sink {
+        let (name, sink) = split_name(arg);
+        let targets: Vec<usize> = match name {
+            Some(n) => vec![plans
+                .iter()
+                .position(|p| p.name.as_deref() == Some(n))
+                .with_context(|| format!("--sink {arg}: no stream is named {n:?}"))?],
+            None if sink.contains("{stream}") => (0..plans.len()).collect(),
+            None => bail!(
+                "--sink {arg}: with several streams, name the stream (NAME={arg}) or put \
+                 {{stream}} in it"
+            ),
+        };
+        for i in targets {
+            let p = &mut plans[i];
+            let own = sink.replace("{stream}", p.name.as_deref().unwrap_or_default());
+            let spec: SinkSpec = own.parse()?;
+            if matches!(spec, SinkSpec::Mjpeg(_)) {
+                bail!(
+                    "--sink {arg}: the MJPEG preview and status page serve one stream; \
+                     a multi-stream page is not built yet"
+                );
+            }
+            p.sinks.push(spec);
+            p.sink_args.push(own);
+        }
+    }
+    Ok(plans)
+}
+
+/// Settings and services every stream of a run shares.
+struct Common<'a> {
+    detect_every: u32,
+    pace: bool,
+    repeat: bool,
+    fps: f64,
+    max_frames: Option<u64>,
+    queue_capacity: usize,
+    stats_interval: f64,
+    mjpeg_period: Duration,
+    calibrated: bool,
+    bundle_name: &'a str,
+    threshold: f32,
+    hub: &'a EventHub,
+    http: Option<&'a HttpServer>,
+    stop: &'a AtomicBool,
+}
+
+/// What one stream owns while it runs.
+struct StreamRes {
+    queue: FrameQueue,
+    cstats: CaptureStats,
+    pool: BufferPool,
+    capture_cfg: CaptureConfig,
+    state: Mutex<LiveState>,
+    slot: Slot,
+    /// Unpaced file: every k-th frame analysed in order, in the main loop.
+    sync: bool,
+}
+
+impl StreamRes {
+    fn new(plan: &StreamPlan, c: &Common<'_>) -> Self {
+        let sync = !c.pace && plan.spec.is_file();
+        // Frames in flight: the queue, the analysis slot and the frame being
+        // analysed, the frame being overlaid, and the one being decoded.
+        let pool = BufferPool::new(c.queue_capacity + 4);
+        Self {
+            queue: FrameQueue::new(c.queue_capacity, sync),
+            cstats: CaptureStats::default(),
+            capture_cfg: CaptureConfig {
+                spec: plan.spec.clone(),
+                pace: c.pace,
+                repeat: c.repeat,
+                fps: c.fps,
+                max_frames: c.max_frames,
+                pool: pool.clone(),
+            },
+            pool,
+            state: Mutex::new(LiveState {
+                calibrated: c.calibrated,
+                ..LiveState::default()
+            }),
+            slot: Slot::default(),
+            sync,
+        }
+    }
+}
+
+/// Where a stream's frames go for analysis.
+enum Handoff<'a> {
+    /// The stream's own analyzer: in the main loop for unpaced files, else
+    /// on an analysis thread of its own taking the newest frame.
+    Own(&'a mut Analyzer),
+    /// A stream of a multi-stream run: unpaced files are analysed in the
+    /// main loop through the shared detector; live streams offer their
+    /// newest frame to the run's shared workers.
+    Shared {
+        multi: &'a MultiSession,
+        id: StreamId,
+        analyzer: &'a Mutex<Analyzer>,
+        work: &'a WorkSignal,
+    },
+}
+
+/// Wakes the shared analysis workers when a frame is offered.
+#[derive(Default)]
+struct WorkSignal {
+    offered: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl WorkSignal {
+    fn bump(&self) {
+        if let Ok(mut n) = self.offered.lock() {
+            *n += 1;
+        }
+        self.cond.notify_all();
+    }
+    /// Waits until something is offered after `seen` (or `WORKER_POLL`);
+    /// returns the new count.
+    fn wait(&self, seen: u64) -> u64 {
+        let Ok(g) = self.offered.lock() else {
+            return seen;
+        };
+        match self.cond.wait_timeout_while(g, WORKER_POLL, |n| *n == seen) {
+            Ok((g, _)) => *g,
+            Err(_) => seen,
+        }
+    }
+}
+
+/// Why a stream's loop ended early.
+enum LoopError {
+    /// The source could not be opened (nothing was captured).
+    Open(anyhow::Error),
+    /// Anything else (a sink that cannot open).
+    Fatal(anyhow::Error),
+}
+
+impl LoopError {
+    fn into_inner(self) -> anyhow::Error {
+        match self {
+            Self::Open(e) | Self::Fatal(e) => e,
+        }
+    }
+}
+
+/// Runs live sources until they end or the process is stopped: one source
+/// as a single stream, several as streams sharing one detector.
+pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
+    let a = args.merged()?;
+    let plans = plan_streams(&a)?;
     let event_targets: Vec<EventTarget> =
         a.events.iter().map(|s| s.parse()).collect::<Result<_>>()?;
     let detect_every = a.detect_every.unwrap_or(defaults::DETECT_EVERY).max(1);
@@ -360,7 +678,6 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
     if window == 0 {
         bail!("--window must be at least 1");
     }
-    let pace = !a.no_pace;
 
     let bundle_dir = crate::find_bundle(a.bundle.clone())?;
     let bundle = ctx.load_bundle(&bundle_dir)?;
@@ -396,10 +713,13 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
     };
     let hub = EventHub::open(&event_targets, &spool)?;
 
-    let mjpeg_addr = sink_specs.iter().find_map(|s| match s {
+    let mjpeg_addr = plans[0].sinks.iter().find_map(|s| match s {
         SinkSpec::Mjpeg(a) => Some(*a),
         _ => None,
     });
+    if plans.len() > 1 && a.http.is_some() {
+        bail!("--http serves one stream; a multi-stream status page is not built yet");
+    }
     let http_addr = match (&a.http, mjpeg_addr) {
         (Some(h), Some(m)) if http::parse_addr(h).ok() != Some(m) => {
             bail!("--http {h} and the mjpeg sink {m} must be the same address")
@@ -415,56 +735,250 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
     let server = http_addr
         .map(|addr| HttpServer::start(addr, token))
         .transpose()?;
-    let http_state = server.as_ref().map(|s| s.state().clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
     }
-
-    let block = !pace && spec.is_file();
-    let queue_capacity = a.queue.unwrap_or(defaults::QUEUE);
-    let queue = FrameQueue::new(queue_capacity, block);
-    let cstats = CaptureStats::default();
-    // Frames in flight: the queue, the analysis slot and the frame being
-    // analysed, the frame being overlaid, and the one being decoded.
-    let pool = BufferPool::new(queue_capacity + 4);
-    let capture_cfg = CaptureConfig {
-        spec: spec.clone(),
-        pace,
+    let common = Common {
+        detect_every,
+        pace: !a.no_pace,
         repeat: a.repeat,
         fps: a.fps.filter(|f| *f > 0.0).unwrap_or(source::DEFAULT_FPS),
         max_frames: a.max_frames,
-        pool: pool.clone(),
-    };
-    let state = Mutex::new(LiveState {
+        queue_capacity: a.queue.unwrap_or(defaults::QUEUE),
+        stats_interval: a.stats_interval.unwrap_or(defaults::STATS_INTERVAL),
+        mjpeg_period: Duration::from_secs_f64(
+            1.0 / a.mjpeg_fps.unwrap_or(defaults::MJPEG_FPS).max(0.1),
+        ),
         calibrated: decision.is_calibrated(),
-        ..LiveState::default()
-    });
-    let slot = Slot::default();
-    let sync_analysis = block;
-    let stats_interval = a.stats_interval.unwrap_or(defaults::STATS_INTERVAL);
-    let mjpeg_period =
-        Duration::from_secs_f64(1.0 / a.mjpeg_fps.unwrap_or(defaults::MJPEG_FPS).max(0.1));
-
-    let mut analyzer = Analyzer {
-        session: detector.live_session(),
-        origin: Instant::now(),
-        last: None,
-        books: heapless::Vec::new(),
-        latencies: Vec::new(),
-        first_latency: None,
-        tracks_seen: 0,
-        stages: StageMeans::default(),
-        errors: 0,
+        bundle_name: &bundle.manifest().name,
+        threshold: decision.threshold,
+        hub: &hub,
+        http: server.as_ref(),
+        stop: &stop,
     };
-
+    let flush =
+        Duration::from_secs_f64(a.flush_timeout.unwrap_or(defaults::FLUSH_TIMEOUT).max(0.0));
     let started = Instant::now();
-    let outcome = std::thread::scope(|scope| -> Result<Outcome> {
+
+    if plans.len() > 1 {
+        let max = a.max_streams.unwrap_or(defaults::MAX_STREAMS);
+        let result = run_streams(&plans, &common, &detector, max, started);
+        let left = hub.finish(flush);
+        if left > 0 {
+            log::warn!("{left} event(s) wait in the MQTT spool for the next run");
+        }
+        drop(server);
+        return result;
+    }
+
+    let plan = &plans[0];
+    let res = StreamRes::new(plan, &common);
+    let mut analyzer = Analyzer::new(Some(detector.live_session()));
+    let ev = Events::new(&hub, None);
+    let outcome = stream_loop(plan, &res, &common, Handoff::Own(&mut analyzer));
+    let out = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let e = e.into_inner();
+            hub.emit(
+                "error",
+                json!({"stage": "source", "message": format!("{e:#}")}),
+            );
+            let mut v = summary(&Outcome::default(), &analyzer, None, &res, started, "error");
+            v["mqtt"] = json!(hub.mqtt_counts());
+            ev.emit("summary", v);
+            hub.finish(flush);
+            return Err(e);
+        }
+    };
+    let reason = out.stop_reason;
+    hub.emit("stop", json!({"reason": reason}));
+    let mut v = summary(&out, &analyzer, None, &res, started, reason);
+    v["mqtt"] = json!(hub.mqtt_counts());
+    ev.emit("summary", v);
+    let left = hub.finish(flush);
+    if left > 0 {
+        log::warn!("{left} event(s) wait in the MQTT spool for the next run");
+    }
+    drop(server);
+    Ok(())
+}
+
+/// A multi-stream run: one [`MultiSession`] over the shared detector, one
+/// capture thread and main loop per stream, and shared analysis workers.
+/// A stream that fails is reported with its name (and its source reopened
+/// where it reconnects); the others go on.
+fn run_streams(
+    plans: &[StreamPlan],
+    common: &Common<'_>,
+    detector: &Arc<DeepfakeDetector>,
+    max_streams: usize,
+    started: Instant,
+) -> Result<()> {
+    let multi = MultiSession::new(Arc::clone(detector), max_streams)?;
+    let mut ids = Vec::with_capacity(plans.len());
+    for p in plans {
+        ids.push(multi.add_stream(p.name.as_deref().unwrap_or_default())?);
+    }
+    let analyzers: Vec<Mutex<Analyzer>> = plans
+        .iter()
+        .map(|_| Mutex::new(Analyzer::new(None)))
+        .collect();
+    let resources: Vec<StreamRes> = plans.iter().map(|p| StreamRes::new(p, common)).collect();
+    let work = WorkSignal::default();
+    let active = std::sync::atomic::AtomicUsize::new(plans.len());
+    let outcomes: Vec<(Outcome, &'static str)> = std::thread::scope(|scope| {
+        let shared = resources.iter().any(|r| !r.sync);
+        for _ in 0..if shared { ANALYSIS_WORKERS } else { 0 } {
+            let (multi, analyzers, resources, work, active, plans, hub) = (
+                &multi, &analyzers, &resources, &work, &active, plans, common.hub,
+            );
+            scope.spawn(move || {
+                let mut seen = 0;
+                loop {
+                    match multi.analyze_next() {
+                        Some(job) => {
+                            // Streams were added in order: id k is stream k.
+                            let k = job.stream.0 as usize;
+                            let (Some(an), Some(res), Some(plan)) =
+                                (analyzers.get(k), resources.get(k), plans.get(k))
+                            else {
+                                continue;
+                            };
+                            let ev = Events::new(hub, plan.name.as_deref());
+                            if let Ok(mut an) = an.lock() {
+                                let v =
+                                    an.verdict_on(multi, job.stream, &job.result, job.captured_at);
+                                an.record(job.seq, job.captured_at, job.result, v, &res.state, &ev);
+                            }
+                            res.pool.give(job.frame.into_data());
+                        }
+                        None if active.load(Ordering::SeqCst) == 0 => break,
+                        None => seen = work.wait(seen),
+                    }
+                }
+            });
+        }
+        let handles: Vec<_> = plans
+            .iter()
+            .zip(&resources)
+            .zip(analyzers.iter().zip(&ids))
+            .map(|((plan, res), (analyzer, &id))| {
+                let (multi, work, active) = (&multi, &work, &active);
+                scope.spawn(move || {
+                    let ev = Events::new(common.hub, plan.name.as_deref());
+                    let mut backoff = REOPEN_BACKOFF.0;
+                    let out = loop {
+                        let handoff = Handoff::Shared {
+                            multi,
+                            id,
+                            analyzer,
+                            work,
+                        };
+                        // A failed open closed the queue: this is a new try.
+                        res.queue.reopen();
+                        match stream_loop(plan, res, common, handoff) {
+                            Ok(o) => {
+                                let why = o.stop_reason;
+                                break (o, why);
+                            }
+                            Err(LoopError::Open(e))
+                                if plan.spec.reconnects()
+                                    && !common.stop.load(Ordering::SeqCst) =>
+                            {
+                                ev.emit(
+                                    "error",
+                                    json!({"stage": "source", "message": format!("{e:#}")}),
+                                );
+                                res.cstats.lost.fetch_add(1, Ordering::Relaxed);
+                                ev.emit(
+                                    "source_lost",
+                                    json!({"reason": "could not open",
+                                        "retry_in_ms": backoff.as_millis() as u64}),
+                                );
+                                let until = Instant::now() + backoff;
+                                while Instant::now() < until && !common.stop.load(Ordering::SeqCst)
+                                {
+                                    std::thread::sleep(Duration::from_millis(50));
+                                }
+                                backoff = (backoff * 2).min(REOPEN_BACKOFF.1);
+                            }
+                            Err(e) => {
+                                let e = e.into_inner();
+                                ev.emit(
+                                    "error",
+                                    json!({"stage": "source", "message": format!("{e:#}")}),
+                                );
+                                break (Outcome::default(), "error");
+                            }
+                        }
+                    };
+                    // What waits for a worker of this stream will not be needed.
+                    if let Ok(Some(f)) = multi.take_pending(id) {
+                        res.pool.give(f.into_data());
+                    }
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    work.bump();
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((Outcome::default(), "error")))
+            .collect()
+    });
+    let reason = if common.stop.load(Ordering::SeqCst) {
+        "signal"
+    } else {
+        "end"
+    };
+    common.hub.emit("stop", json!({"reason": reason}));
+    let mut streams = serde_json::Map::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let (out, why) = &outcomes[i];
+        let Ok(an) = analyzers[i].lock() else {
+            continue;
+        };
+        let v = summary(
+            out,
+            &an,
+            Some((&multi, ids[i])),
+            &resources[i],
+            started,
+            why,
+        );
+        streams.insert(plan.name.clone().unwrap_or_default(), v);
+    }
+    common.hub.emit(
+        "summary",
+        json!({"streams": streams, "duration_s": started.elapsed().as_secs_f64(),
+               "peak_rss_mib": crate::bench::peak_rss_mib(), "reason": reason,
+               "mqtt": common.hub.mqtt_counts()}),
+    );
+    Ok(())
+}
+
+/// One stream from capture to overlay and sinks, until its source ends or
+/// the run stops.
+fn stream_loop(
+    plan: &StreamPlan,
+    res: &StreamRes,
+    c: &Common<'_>,
+    handoff: Handoff<'_>,
+) -> Result<Outcome, LoopError> {
+    let ev = Events::new(c.hub, plan.name.as_deref());
+    let http_state = c.http.map(|s| s.state().clone());
+    let (queue, cstats, pool, state, slot) =
+        (&res.queue, &res.cstats, &res.pool, &res.state, &res.slot);
+    let source = &plan.source;
+    std::thread::scope(|scope| -> Result<Outcome, LoopError> {
         let (open_tx, open_rx) = std::sync::mpsc::channel();
-        let (c_cfg, c_queue, c_hub, c_stats, c_stop) = (&capture_cfg, &queue, &hub, &cstats, &stop);
+        let (c_cfg, c_ev, c_stop) = (&res.capture_cfg, &ev, c.stop);
         let cap = scope.spawn(move || {
-            source::capture(c_cfg, c_queue, c_hub, c_stats, c_stop, |r| {
+            source::capture(c_cfg, queue, c_ev, cstats, c_stop, |r| {
                 let _ = open_tx.send(r);
             })
         });
@@ -472,28 +986,50 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = cap.join();
-                return Err(e.context(format!("opening source {source:?}")));
+                return Err(LoopError::Open(
+                    e.context(format!("opening source {source:?}")),
+                ));
             }
-            Err(_) => bail!("capture thread ended before opening the source"),
+            Err(_) => {
+                return Err(LoopError::Open(anyhow::anyhow!(
+                    "capture thread ended before opening the source"
+                )))
+            }
         }
-        hub.emit(
+        ev.emit(
             "start",
-            json!({"source": source, "bundle": bundle.manifest().name, "threshold": decision.threshold,
-                   "detect_every": detect_every, "pace": pace, "sinks": a.sink,
-                   "http": server.as_ref().map(|s| format!("http://{}/", s.addr())),
-                   "http_token": server.as_ref().map(|s| !s.is_open()), "version": env!("CARGO_PKG_VERSION")}),
+            json!({"source": source, "bundle": c.bundle_name, "threshold": c.threshold,
+                   "detect_every": c.detect_every, "pace": c.pace, "sinks": plan.sink_args,
+                   "http": c.http.map(|s| format!("http://{}/", s.addr())),
+                   "http_token": c.http.map(|s| !s.is_open()), "version": env!("CARGO_PKG_VERSION")}),
         );
-        let (mut sync_analyzer, worker) = if sync_analysis {
-            (Some(&mut analyzer), None)
-        } else {
-            let (an, slot, state, hub, pool) = (&mut analyzer, &slot, &state, &hub, &pool);
-            let handle = scope.spawn(move || {
-                while let Some(c) = slot.take() {
-                    an.analyze(&c, state, hub);
-                    pool.give(c.frame.into_data());
-                }
-            });
-            (None, Some(handle))
+        let (mut own, worker) = match handoff {
+            Handoff::Own(an) if !res.sync => {
+                let handle = scope.spawn(move || {
+                    while let Some(cap) = slot.take() {
+                        an.analyze(&cap, state, &ev);
+                        pool.give(cap.frame.into_data());
+                    }
+                });
+                (Dispatch::Thread, Some(handle))
+            }
+            Handoff::Own(an) => (Dispatch::Inline(an), None),
+            Handoff::Shared {
+                multi,
+                id,
+                analyzer,
+                ..
+            } if res.sync => (
+                Dispatch::SharedInline {
+                    multi,
+                    id,
+                    analyzer,
+                },
+                None,
+            ),
+            Handoff::Shared {
+                multi, id, work, ..
+            } => (Dispatch::Shared { multi, id, work }, None),
         };
         let mut out = Outcome::default();
         let mut sinks: Option<Vec<Box<dyn Sink>>> = None;
@@ -506,15 +1042,15 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
         let mut last_in = 0u64;
         let mut stop_reason = "end";
         loop {
-            if stop.load(Ordering::SeqCst) {
+            if c.stop.load(Ordering::SeqCst) {
                 stop_reason = "signal";
                 break;
             }
-            let c = match queue.pop(Duration::from_millis(100)) {
+            let cap = match queue.pop(Duration::from_millis(100)) {
                 Err(source::QueueClosed) => {
                     // A signal also stops the capture thread, which closes the
                     // queue: that may be seen here before the check above.
-                    if stop.load(Ordering::SeqCst) {
+                    if c.stop.load(Ordering::SeqCst) {
                         stop_reason = "signal";
                     }
                     break;
@@ -522,12 +1058,12 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
                 Ok(None) => {
                     if let Some(h) = &http_state {
                         h.set_status(status(
-                            &source, &state, &out, &queue, &cstats, &in_rate, &out_rate, &hub, true,
+                            source, state, &out, queue, cstats, &in_rate, &out_rate, c.hub, true,
                         ));
                     }
                     continue;
                 }
-                Ok(Some(c)) => c,
+                Ok(Some(cap)) => cap,
             };
             let now = Instant::now();
             let fin = cstats.frames_in.load(Ordering::Relaxed);
@@ -542,7 +1078,8 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
                 None => {
                     let fps = cstats.source_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0;
                     let fps = if fps > 0.0 { fps } else { 25.0 };
-                    let opened = sink_specs
+                    let opened = plan
+                        .sinks
                         .iter()
                         .filter(|s| !matches!(s, SinkSpec::Mjpeg(_)))
                         .map(|s| sinks::open(s, fps))
@@ -550,50 +1087,69 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
                     match opened {
                         Ok(v) => sinks.insert(v),
                         Err(e) => {
-                            // Stop the other threads, or the scope never ends.
-                            stop.store(true, Ordering::SeqCst);
+                            // Stop this stream's threads, or the scope never ends.
                             queue.close();
                             slot.close();
-                            return Err(e);
+                            return Err(LoopError::Fatal(e));
                         }
                     }
                 }
             };
-            if out.frames_processed % u64::from(detect_every) == 0 {
-                match sync_analyzer.as_mut() {
-                    Some(an) => an.analyze(&c, &state, &hub),
-                    None => {
+            if out.frames_processed % u64::from(c.detect_every) == 0 {
+                match &mut own {
+                    Dispatch::Inline(an) => an.analyze(&cap, state, &ev),
+                    Dispatch::SharedInline {
+                        multi,
+                        id,
+                        analyzer,
+                    } => {
+                        if let Ok(mut an) = analyzer.lock() {
+                            an.analyze_on(multi, *id, &cap, state, &ev);
+                        }
+                    }
+                    Dispatch::Thread => {
                         let copy = Captured {
-                            frame: c.frame.clone_in(&pool),
-                            index: c.index,
-                            at: c.at,
+                            frame: cap.frame.clone_in(pool),
+                            index: cap.index,
+                            at: cap.at,
                         };
                         if let Some(old) = slot.offer(copy) {
                             pool.give(old.frame.into_data());
                             out.analysis_skipped += 1;
                         }
                     }
+                    Dispatch::Shared { multi, id, work } => {
+                        match multi.offer(*id, cap.frame.clone_in(pool), cap.index, cap.at) {
+                            Ok(Some(old)) => {
+                                pool.give(old.into_data());
+                                out.analysis_skipped += 1;
+                            }
+                            Ok(None) => {}
+                            Err(e) => log::warn!("offer: {e}"),
+                        }
+                        work.bump();
+                    }
                 }
             }
-            let mut frame = c.frame;
+            let mut frame = cap.frame;
             let t_draw = Instant::now();
-            let (marks, banner) = overlay_input(&state, c.at, &in_rate, &out_rate);
+            let (marks, banner) = overlay_input(state, cap.at, &in_rate, &out_rate);
             draw_live(&mut frame, &marks, &banner);
             out.overlay_ms += t_draw.elapsed().as_secs_f64() * 1000.0;
             // Unpaced: frame n at n / fps (monotonic across --loop); live:
             // the capture clock.
-            let pts = if sync_analysis {
+            let pts = if res.sync {
                 let fps = cstats.source_fps_milli.load(Ordering::Relaxed) as f64 / 1000.0;
                 Duration::from_secs_f64(out.frames_processed as f64 / fps.max(1.0))
             } else {
-                c.at.saturating_duration_since(t0)
+                cap.at.saturating_duration_since(t0)
             };
             let t_sink = Instant::now();
             for s in sinks.iter_mut() {
                 if let Err(e) = s.write(&frame, pts) {
                     out.sink_errors += 1;
                     if out.sink_errors == 1 {
-                        hub.emit(
+                        ev.emit(
                             "error",
                             json!({"stage": "sink", "message": format!("{e:#}")}),
                         );
@@ -601,7 +1157,7 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
                 }
             }
             if let Some(h) = &http_state {
-                if h.wants_jpeg() && last_jpeg.is_none_or(|t| t.elapsed() >= mjpeg_period) {
+                if h.wants_jpeg() && last_jpeg.is_none_or(|t| t.elapsed() >= c.mjpeg_period) {
                     last_jpeg = Some(Instant::now());
                     match frame.to_jpeg(80) {
                         Ok(j) => h.set_jpeg(j),
@@ -618,16 +1174,16 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
                 if last_status.is_none_or(|t| t.elapsed() >= STATUS_PERIOD) {
                     last_status = Some(Instant::now());
                     h.set_status(status(
-                        &source, &state, &out, &queue, &cstats, &in_rate, &out_rate, &hub, false,
+                        source, state, &out, queue, cstats, &in_rate, &out_rate, c.hub, false,
                     ));
                 }
             }
-            if stats_interval > 0.0 && last_stats.elapsed().as_secs_f64() >= stats_interval {
+            if c.stats_interval > 0.0 && last_stats.elapsed().as_secs_f64() >= c.stats_interval {
                 last_stats = Instant::now();
                 let s = status(
-                    &source, &state, &out, &queue, &cstats, &in_rate, &out_rate, &hub, false,
+                    source, state, &out, queue, cstats, &in_rate, &out_rate, c.hub, false,
                 );
-                hub.emit(
+                ev.emit(
                     "stats",
                     json!({"frames_in": s.frames_in, "frames_processed": s.frames_processed,
                            "frames_analyzed": s.frames_analyzed, "dropped": s.dropped,
@@ -649,47 +1205,30 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
         for s in sinks.iter_mut().flatten() {
             if let Err(e) = s.finish() {
                 out.sink_errors += 1;
-                hub.emit(
+                ev.emit(
                     "error",
                     json!({"stage": "sink", "message": format!("{e:#}")}),
                 );
             }
         }
         Ok(out)
-    });
-    let out = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            hub.emit(
-                "error",
-                json!({"stage": "source", "message": format!("{e:#}")}),
-            );
-            emit_summary(
-                &hub,
-                &Outcome::default(),
-                &analyzer,
-                &queue,
-                &cstats,
-                started,
-                "error",
-            );
-            hub.finish(Duration::from_secs_f64(
-                a.flush_timeout.unwrap_or(defaults::FLUSH_TIMEOUT),
-            ));
-            return Err(e);
-        }
-    };
-    let reason = out.stop_reason;
-    hub.emit("stop", json!({"reason": reason}));
-    emit_summary(&hub, &out, &analyzer, &queue, &cstats, started, reason);
-    let left = hub.finish(Duration::from_secs_f64(
-        a.flush_timeout.unwrap_or(defaults::FLUSH_TIMEOUT).max(0.0),
-    ));
-    if left > 0 {
-        log::warn!("{left} event(s) wait in the MQTT spool for the next run");
-    }
-    drop(server);
-    Ok(())
+    })
+}
+
+/// How the main loop hands a frame to analysis (see [`Handoff`]).
+enum Dispatch<'a> {
+    Inline(&'a mut Analyzer),
+    Thread,
+    SharedInline {
+        multi: &'a MultiSession,
+        id: StreamId,
+        analyzer: &'a Mutex<Analyzer>,
+    },
+    Shared {
+        multi: &'a MultiSession,
+        id: StreamId,
+        work: &'a WorkSignal,
+    },
 }
 
 /// What the main loop measured.
@@ -813,15 +1352,17 @@ fn status(
     }
 }
 
-fn emit_summary(
-    hub: &EventHub,
+/// The summary of one stream (the `summary` event of a single-stream run,
+/// one entry of `streams` in a multi-stream run's).
+fn summary(
     out: &Outcome,
     an: &Analyzer,
-    queue: &FrameQueue,
-    cstats: &CaptureStats,
+    multi: Option<(&MultiSession, StreamId)>,
+    res: &StreamRes,
     started: Instant,
     reason: &str,
-) {
+) -> serde_json::Value {
+    let (queue, cstats) = (&res.queue, &res.cstats);
     let secs = match (out.first_frame, out.last_frame) {
         (Some(a), Some(b)) if b > a => b.duration_since(a).as_secs_f64(),
         _ => 0.0,
@@ -835,37 +1376,32 @@ fn emit_summary(
             0.0
         }
     };
-    let verdict = an.last.clone().unwrap_or_else(|| an.session.verdict());
+    let verdict = an.verdict(multi);
     let s = &an.stages;
-    let mqtt = hub.mqtt_counts();
-    hub.emit(
-        "summary",
-        json!({
-            "frames_in": frames_in,
-            "frames_processed": out.frames_processed,
-            "frames_analyzed": s.n,
-            "dropped": queue.dropped.load(Ordering::Relaxed),
-            "analysis_skipped": out.analysis_skipped,
-            "processed_fps": fps(out.frames_processed),
-            "input_fps": fps(frames_in),
-            "analyzed_fps": if secs > 0.0 { s.n as f64 / secs } else { 0.0 },
-            "first_verdict_latency_ms": an.first_latency,
-            "first_verdict_latency_ms_median": median(&an.latencies),
-            "tracks_seen": an.tracks_seen,
-            "label": verdict.label.as_str(),
-            "score": verdict.score,
-            "stage_ms": {
-                "pyramid": s.pyramid, "pnet": s.pnet, "rnet": s.rnet, "onet": s.onet,
-                "embed": s.embed, "score": s.score,
-                "analysis_capture_to_result": s.analysis,
-                "overlay": out.overlay_ms / n, "sinks": out.sink_ms / n,
-            },
-            "errors": an.errors + out.sink_errors,
-            "source_lost": cstats.lost.load(Ordering::Relaxed),
-            "mqtt": mqtt,
-            "duration_s": started.elapsed().as_secs_f64(),
-            "peak_rss_mib": crate::bench::peak_rss_mib(),
-            "reason": reason,
-        }),
-    );
+    json!({
+        "frames_in": frames_in,
+        "frames_processed": out.frames_processed,
+        "frames_analyzed": s.n,
+        "dropped": queue.dropped.load(Ordering::Relaxed),
+        "analysis_skipped": out.analysis_skipped,
+        "processed_fps": fps(out.frames_processed),
+        "input_fps": fps(frames_in),
+        "analyzed_fps": if secs > 0.0 { s.n as f64 / secs } else { 0.0 },
+        "first_verdict_latency_ms": an.first_latency,
+        "first_verdict_latency_ms_median": median(&an.latencies),
+        "tracks_seen": an.tracks_seen,
+        "label": verdict.label.as_str(),
+        "score": verdict.score,
+        "stage_ms": {
+            "pyramid": s.pyramid, "pnet": s.pnet, "rnet": s.rnet, "onet": s.onet,
+            "embed": s.embed, "score": s.score,
+            "analysis_capture_to_result": s.analysis,
+            "overlay": out.overlay_ms / n, "sinks": out.sink_ms / n,
+        },
+        "errors": an.errors + out.sink_errors,
+        "source_lost": cstats.lost.load(Ordering::Relaxed),
+        "duration_s": started.elapsed().as_secs_f64(),
+        "peak_rss_mib": crate::bench::peak_rss_mib(),
+        "reason": reason,
+    })
 }

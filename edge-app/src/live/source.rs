@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use fakewatch_sdk::{Frame, FrameRef, PixelFormat};
 use serde_json::json;
 
-use super::events::EventHub;
+use super::events::Events;
 pub use super::frames::{FrameSource, Size};
 use crate::inputs::is_image;
 
@@ -254,6 +254,14 @@ impl FrameQueue {
                 Ok((g, _)) => g,
                 Err(_) => return Err(QueueClosed),
             };
+        }
+    }
+
+    /// Opens a closed queue again, empty (a source opened once more).
+    pub fn reopen(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.frames.clear();
+            s.closed = false;
         }
     }
 
@@ -495,7 +503,7 @@ pub struct CaptureStats {
 pub fn capture(
     cfg: &CaptureConfig,
     queue: &FrameQueue,
-    events: &EventHub,
+    events: &Events<'_>,
     stats: &CaptureStats,
     stop: &AtomicBool,
     opened: impl FnOnce(Result<()>),
