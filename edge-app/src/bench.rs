@@ -65,6 +65,12 @@ pub struct BenchArgs {
     /// Also run `fakewatch run` on a paced generated clip.
     #[arg(long)]
     live: bool,
+    /// Also run `fakewatch run` with N paced copies of the generated clip as
+    /// N streams of one process, for each N given (comma-separated), and
+    /// report per-stream output rate, drops, analysis rate, first-verdict
+    /// latency and RSS per added stream.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    streams: Vec<usize>,
     /// Frames per generated clip.
     #[arg(long, default_value_t = 150)]
     clip_frames: u32,
@@ -381,6 +387,100 @@ fn live_run(
         .context("no summary event")
 }
 
+/// Output rate a stream must keep, as a share of the clip's rate, for the
+/// multi-stream bench to count it as keeping up (30 fps of 30, with the
+/// rate measured between the first and last frame).
+const KEEPS_RATE: f64 = 0.97;
+/// Largest share of a stream's frames that may be dropped.
+const MAX_DROPPED: f64 = 0.05;
+/// Latest first verdict of a stream, ms after its first frame.
+const MAX_FIRST_VERDICT_MS: f64 = 1000.0;
+
+/// `fakewatch run` with `n` paced copies of `clip` as `n` streams, for each
+/// `n` of `counts`: per-stream figures from the run's summary.
+fn streams_run(
+    ctx: &AppContext,
+    clip: &Path,
+    bundle: &Path,
+    threads: usize,
+    dir: &Path,
+    counts: &[usize],
+    fps: u32,
+) -> Result<Value> {
+    let mut rows = Vec::new();
+    let mut rss_one: Option<f64> = None;
+    for &n in counts {
+        let mut extra: Vec<String> = vec!["--stats-interval".into(), "0".into()];
+        for k in 1..n {
+            extra.push("--source".into());
+            extra.push(format!("s{k}={}", clip.display()));
+        }
+        extra.push("--max-streams".into());
+        extra.push(n.max(1).to_string());
+        // The first source is the clip itself (named s0 when n > 1).
+        let first = if n > 1 {
+            PathBuf::from(format!("s0={}", clip.display()))
+        } else {
+            clip.to_path_buf()
+        };
+        let events = live_events(ctx, &first, bundle, threads, dir, &extra)?;
+        let summary = events
+            .iter()
+            .find(|v| v["event"] == "summary")
+            .context("no summary event")?;
+        let per: Vec<&Value> = match summary.get("streams").and_then(Value::as_object) {
+            Some(m) => m.values().collect(),
+            None => vec![summary],
+        };
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let out_fps: Vec<f64> = per.iter().map(|v| f(v, "processed_fps")).collect();
+        let analysed: Vec<f64> = per.iter().map(|v| f(v, "analyzed_fps")).collect();
+        let dropped: Vec<f64> = per
+            .iter()
+            .map(|v| f(v, "dropped") / f(v, "frames_in").max(1.0))
+            .collect();
+        let first: Vec<f64> = per
+            .iter()
+            .map(|v| {
+                v["first_verdict_latency_ms"]
+                    .as_f64()
+                    .unwrap_or(f64::INFINITY)
+            })
+            .collect();
+        let rss = f(summary, "peak_rss_mib");
+        if n == 1 {
+            rss_one = Some(rss);
+        }
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let (out_fps, analysed, dropped, first) = (
+            sorted(out_fps),
+            sorted(analysed),
+            sorted(dropped),
+            sorted(first),
+        );
+        let mid = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+        let min = |v: &[f64]| v.first().copied().unwrap_or(f64::NAN);
+        let max = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);
+        let keeps = min(&out_fps) >= KEEPS_RATE * f64::from(fps)
+            && max(&dropped) <= MAX_DROPPED
+            && max(&first) <= MAX_FIRST_VERDICT_MS;
+        rows.push(json!({
+            "streams": n,
+            "output_fps_min": min(&out_fps), "output_fps_median": mid(&out_fps),
+            "dropped_share_max": max(&dropped),
+            "analysed_fps_median": mid(&analysed), "analysed_fps_min": min(&analysed),
+            "first_verdict_ms_median": mid(&first), "first_verdict_ms_max": max(&first),
+            "peak_rss_mib": rss,
+            "rss_per_added_stream_mib": rss_one.filter(|_| n > 1).map(|r| (rss - r) / (n - 1) as f64),
+            "keeps_up": keeps,
+        }));
+    }
+    Ok(Value::Array(rows))
+}
+
 /// Runs `fakewatch run --source clip` with `extra` arguments; all its events.
 fn live_events(
     ctx: &AppContext,
@@ -655,7 +755,16 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
         a.fps > 0 && a.clip_frames > 0,
         "--fps and --clip-frames must be > 0"
     );
-    let generate = !a.sizes.is_empty() || !a.faces.is_empty() || a.scan || a.live || a.reference;
+    let generate = !a.sizes.is_empty()
+        || !a.faces.is_empty()
+        || a.scan
+        || a.live
+        || a.reference
+        || !a.streams.is_empty();
+    anyhow::ensure!(
+        a.streams.iter().all(|&n| n >= 1),
+        "--streams counts must be at least 1"
+    );
     anyhow::ensure!(
         !(generate && a.input.is_some()),
         "give an image or generated sizes/faces, not both"
@@ -783,7 +892,8 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
                         .collect::<Vec<_>>(),
                 });
             }
-            if let (Some(canvas), true) = (canvas, a.scan || a.live || a.reference) {
+            let clip_needed = a.scan || a.live || a.reference || !a.streams.is_empty();
+            if let (Some(canvas), true) = (canvas, clip_needed) {
                 let clip = work.join(format!("{name}.mp4"));
                 write_clip(canvas, frame.width(), a.clip_frames, a.fps, &clip)?;
                 if a.scan || a.reference {
@@ -813,6 +923,10 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
                 if a.live {
                     let summary = live_run(ctx, &clip, &dir, threads, &work)?;
                     obj["live"] = summary;
+                }
+                if !a.streams.is_empty() {
+                    obj["streams"] =
+                        streams_run(ctx, &clip, &dir, threads, &work, &a.streams, a.fps)?;
                 }
                 clips.push(clip);
             }
@@ -936,6 +1050,30 @@ fn print_case(o: &Value) {
                 .unwrap_or(0.0),
             l["peak_rss_mib"]
         );
+    }
+    if let Some(rows) = o.get("streams").and_then(Value::as_array) {
+        println!(
+            "  streams | out fps/stream min (median) | dropped max | analysed fps/stream median | \
+             first verdict after start median / max ms | peak RSS MiB | RSS per added stream | keeps up"
+        );
+        for r in rows {
+            let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {:>7} | {:>6.1} ({:.1}) | {:>5.1} % | {:>5.2} | {:>5.0} / {:>5.0} | {:>6.0} | {} | {}",
+                r["streams"],
+                g("output_fps_min"),
+                g("output_fps_median"),
+                g("dropped_share_max") * 100.0,
+                g("analysed_fps_median"),
+                g("first_verdict_ms_median"),
+                g("first_verdict_ms_max"),
+                g("peak_rss_mib"),
+                r["rss_per_added_stream_mib"]
+                    .as_f64()
+                    .map_or("–".to_string(), |v| format!("{v:.0} MiB")),
+                if r["keeps_up"] == true { "yes" } else { "no" }
+            );
+        }
     }
     if let Some(r) = o.get("reference") {
         println!(

@@ -1070,5 +1070,97 @@ fn several_streams_refuse_what_they_cannot_do() {
     let e = run(&with(&["--sink", "c=file:o.mp4"]));
     assert!(e.contains("no stream is named \"c\""), "{e}");
     let e = run(&with(&["--sink", "a=mjpeg:127.0.0.1:0"]));
-    assert!(e.contains("serve one stream"), "{e}");
+    assert!(e.contains("one server shows every stream"), "{e}");
+}
+
+#[test]
+fn the_grid_page_shows_every_stream_in_a_browser() {
+    let Some(chromium) = tool("chromium", "chromium") else {
+        return;
+    };
+    let dir = scratch("run-grid");
+    let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
+    let port = free_port();
+    let mut app = fakewatch()
+        .args(["run", "--source"])
+        .arg(format!("cam1={}", clip.display()))
+        .arg("--source")
+        .arg(format!("cam2={}", clip.display()))
+        .args(["--loop", "--detect-every", "6", "--events"])
+        .arg(dir.join("events.ndjson"))
+        .arg("--http")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let ok = http_get(port, "/status.json")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|s| {
+                ["cam1", "cam2"].iter().all(|n| {
+                    s["streams"][n]["label"] != "unknown" && s["streams"][n]["label"].is_string()
+                })
+            });
+        if ok {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "no verdicts served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (h, _) = http_get(port, "/healthz").unwrap();
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    let (_, m) = http_get(port, "/metrics").unwrap();
+    let m = String::from_utf8(m).unwrap();
+    for k in [
+        "fakewatch_tracks{stream=\"cam1\"} 6",
+        "fakewatch_tracks{stream=\"cam2\"} 6",
+    ] {
+        assert!(m.contains(k), "metrics lack {k:?}:\n{m}");
+    }
+    let (h, jpeg) = http_get(port, "/stream/cam2.jpg").unwrap();
+    assert!(h.contains("image/jpeg"), "{h}");
+    let f = Frame::decode(&jpeg).unwrap();
+    assert_eq!(f.width(), Frame::load(photo()).unwrap().width());
+    let dom = chromium_dump(
+        &chromium,
+        &format!("http://127.0.0.1:{port}/"),
+        &dir.join("profile"),
+        &["--dump-dom"],
+    );
+    for name in ["cam1", "cam2"] {
+        assert!(
+            dom.contains(&format!("data-stream=\"{name}\"")),
+            "no card for {name}:\n{dom}"
+        );
+    }
+    assert!(dom.contains("2 streams"), "{dom}");
+    assert!(
+        dom.contains("class=\"verdict fake\"") || dom.contains("class=\"verdict real\""),
+        "{dom}"
+    );
+    assert!(dom.contains("fps processed"), "{dom}");
+    let shot = dir.join("grid.png");
+    chromium_dump(
+        &chromium,
+        &format!("http://127.0.0.1:{port}/"),
+        &dir.join("profile2"),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900",
+        ],
+    );
+    eprintln!("grid page screenshot: {}", shot.display());
+    unsafe {
+        libc::kill(app.id() as i32, libc::SIGTERM);
+    }
+    let status = app.wait().unwrap();
+    assert!(status.success());
+    let events = ndjson(&std::fs::read(dir.join("events.ndjson")).unwrap());
+    let s = events.last().unwrap();
+    assert_eq!(s["event"], "summary");
+    assert_eq!(s["reason"], "signal");
+    assert!(s["streams"]["cam1"]["frames_processed"].as_u64().unwrap() > 12);
 }

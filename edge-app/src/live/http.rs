@@ -3,6 +3,12 @@
 //! Prometheus `/metrics` and `/healthz`. Plain `std::net`, one thread per
 //! client, a bounded number of clients.
 //!
+//! A multi-stream run serves every stream from one server: `/` is a grid
+//! page of all streams, `/status.json` holds `{"streams": {NAME: status}}`,
+//! each stream has `/stream/NAME.mjpg`, `/stream/NAME.jpg` and
+//! `/stream/NAME/status.json`, `/metrics` labels every series with
+//! `stream="NAME"`, and `/healthz` is healthy while every stream is.
+//!
 //! Exposure: an address given as a bare port binds to 127.0.0.1 only; with a
 //! bearer token every path but `/healthz` needs `Authorization: Bearer TOKEN`
 //! (or `?token=TOKEN`, which the status page passes on to its requests).
@@ -96,21 +102,21 @@ struct Jpeg {
     data: Arc<Vec<u8>>,
 }
 
-/// State shared between the pipeline and the HTTP threads.
-pub struct HttpState {
+/// One stream's side of the server: its status and preview frames.
+pub struct StreamView {
+    name: String,
     status: Mutex<Status>,
     jpeg: Mutex<Jpeg>,
     new_jpeg: Condvar,
     viewers: AtomicUsize,
     last_snapshot: Mutex<Option<Instant>>,
     last_frame: Mutex<Option<Instant>>,
-    stop: AtomicBool,
-    token: Option<String>,
 }
 
-impl HttpState {
-    fn new() -> Self {
+impl StreamView {
+    fn new(name: String) -> Self {
         Self {
+            name,
             status: Mutex::new(Status::default()),
             jpeg: Mutex::new(Jpeg {
                 generation: 0,
@@ -120,8 +126,6 @@ impl HttpState {
             viewers: AtomicUsize::new(0),
             last_snapshot: Mutex::new(None),
             last_frame: Mutex::new(None),
-            stop: AtomicBool::new(false),
-            token: None,
         }
     }
 
@@ -155,6 +159,37 @@ impl HttpState {
         }
         self.new_jpeg.notify_all();
     }
+
+    fn fresh(&self) -> bool {
+        self.last_frame
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|t| t.elapsed() < HEALTH_STALE)
+    }
+
+    fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// State shared between the pipeline and the HTTP threads.
+pub struct HttpState {
+    /// One unnamed stream (a single-stream run) or the named streams.
+    streams: Vec<Arc<StreamView>>,
+    stop: AtomicBool,
+    token: Option<String>,
+}
+
+impl HttpState {
+    /// Whether this serves a multi-stream run (named streams).
+    fn multi(&self) -> bool {
+        self.streams.first().is_some_and(|v| !v.name.is_empty())
+    }
+
+    fn stream(&self, name: &str) -> Option<&Arc<StreamView>> {
+        self.streams.iter().find(|v| v.name == name)
+    }
 }
 
 /// The running server.
@@ -165,9 +200,19 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` and serves in the background; with `token`, every path
-    /// but `/healthz` needs it.
+    /// Binds `addr` and serves one stream in the background; with `token`,
+    /// every path but `/healthz` needs it.
     pub fn start(addr: SocketAddr, token: Option<String>) -> Result<Self> {
+        Self::start_streams(addr, token, &[])
+    }
+
+    /// As [`Self::start`] for the streams `names` of a multi-stream run
+    /// (none: one unnamed stream).
+    pub fn start_streams(
+        addr: SocketAddr,
+        token: Option<String>,
+        names: &[String],
+    ) -> Result<Self> {
         if token
             .as_deref()
             .is_some_and(|t| t.len() < 8 || t.chars().any(char::is_whitespace))
@@ -178,9 +223,19 @@ impl HttpServer {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let open = token.is_none();
-        let mut state = HttpState::new();
-        state.token = token;
-        let state = Arc::new(state);
+        let names: Vec<String> = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names.to_vec()
+        };
+        let state = Arc::new(HttpState {
+            streams: names
+                .into_iter()
+                .map(|n| Arc::new(StreamView::new(n)))
+                .collect(),
+            stop: AtomicBool::new(false),
+            token,
+        });
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("http".into())
@@ -205,9 +260,9 @@ impl HttpServer {
         self.state.token.is_none()
     }
 
-    /// The shared state.
-    pub fn state(&self) -> &Arc<HttpState> {
-        &self.state
+    /// The view of stream `name` (`""`: the stream of a single-stream run).
+    pub fn view(&self, name: &str) -> Option<Arc<StreamView>> {
+        self.state.stream(name).cloned()
     }
 
     /// The bound address.
@@ -219,7 +274,9 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        self.state.new_jpeg.notify_all();
+        for v in &self.state.streams {
+            v.new_jpeg.notify_all();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -373,6 +430,12 @@ fn serve(stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
             return s.flush();
         }
     }
+    if state.multi() {
+        return serve_streams(&stream, state, path);
+    }
+    let Some(view) = state.streams.first() else {
+        return respond(&stream, "404 Not Found", "text/plain", b"not found\n");
+    };
     match path {
         "/" | "/index.html" => respond(
             &stream,
@@ -381,76 +444,145 @@ fn serve(stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
             STATUS_PAGE.as_bytes(),
         ),
         "/status.json" => {
-            let body = state
-                .status
-                .lock()
-                .map(|s| serde_json::to_vec(&*s).unwrap_or_default())
-                .unwrap_or_default();
+            let body = serde_json::to_vec(&view.status()).unwrap_or_default();
             respond(&stream, "200 OK", "application/json", &body)
         }
-        "/metrics" => {
-            let body = state.status.lock().map(|s| metrics(&s)).unwrap_or_default();
-            respond(
-                &stream,
-                "200 OK",
-                "text/plain; version=0.0.4",
-                body.as_bytes(),
-            )
-        }
-        "/healthz" => {
-            let fresh = state
-                .last_frame
-                .lock()
-                .ok()
-                .and_then(|g| *g)
-                .is_some_and(|t| t.elapsed() < HEALTH_STALE);
-            if fresh {
-                respond(&stream, "200 OK", "text/plain", b"ok\n")
-            } else {
-                respond(
-                    &stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    b"no frame processed recently\n",
-                )
-            }
-        }
-        "/frame.jpg" => {
-            if let Ok(mut g) = state.last_snapshot.lock() {
-                *g = Some(Instant::now());
-            }
-            let deadline = Instant::now() + Duration::from_secs(3);
-            loop {
-                let data = state
-                    .jpeg
-                    .lock()
-                    .map(|j| j.data.clone())
-                    .unwrap_or_default();
-                if !data.is_empty() {
-                    return respond(&stream, "200 OK", "image/jpeg", &data);
-                }
-                if Instant::now() > deadline {
-                    return respond(
-                        &stream,
-                        "503 Service Unavailable",
-                        "text/plain",
-                        b"no frame yet\n",
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        "/stream.mjpg" => {
-            state.viewers.fetch_add(1, Ordering::SeqCst);
-            let r = stream_mjpeg(&stream, state);
-            state.viewers.fetch_sub(1, Ordering::SeqCst);
-            r
-        }
+        "/metrics" => respond(
+            &stream,
+            "200 OK",
+            "text/plain; version=0.0.4",
+            metrics(&view.status()).as_bytes(),
+        ),
+        "/healthz" => health(&stream, &[view]),
+        "/frame.jpg" => snapshot(&stream, view),
+        "/stream.mjpg" => mjpeg(&stream, state, view),
         _ => respond(&stream, "404 Not Found", "text/plain", b"not found\n"),
     }
 }
 
-fn stream_mjpeg(mut s: &TcpStream, state: &HttpState) -> std::io::Result<()> {
+/// The paths of a multi-stream run.
+fn serve_streams(stream: &TcpStream, state: &HttpState, path: &str) -> std::io::Result<()> {
+    let all: Vec<&Arc<StreamView>> = state.streams.iter().collect();
+    match path {
+        "/" | "/index.html" => respond(
+            stream,
+            "200 OK",
+            "text/html; charset=utf-8",
+            GRID_PAGE.as_bytes(),
+        ),
+        "/status.json" => {
+            let map: serde_json::Map<String, serde_json::Value> = all
+                .iter()
+                .map(|v| {
+                    (
+                        v.name.clone(),
+                        serde_json::to_value(v.status()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "streams": map })).unwrap_or_default();
+            respond(stream, "200 OK", "application/json", &body)
+        }
+        "/metrics" => {
+            let statuses: Vec<(String, Status)> =
+                all.iter().map(|v| (v.name.clone(), v.status())).collect();
+            let refs: Vec<(Option<&str>, &Status)> = statuses
+                .iter()
+                .map(|(n, s)| (Some(n.as_str()), s))
+                .collect();
+            respond(
+                stream,
+                "200 OK",
+                "text/plain; version=0.0.4",
+                metrics_of(&refs).as_bytes(),
+            )
+        }
+        "/healthz" => health(stream, &all),
+        _ => {
+            let rest = path.strip_prefix("/stream/").unwrap_or("");
+            let (name, what) = if let Some(n) = rest.strip_suffix(".mjpg") {
+                (n, "mjpg")
+            } else if let Some(n) = rest.strip_suffix(".jpg") {
+                (n, "jpg")
+            } else if let Some(n) = rest.strip_suffix("/status.json") {
+                (n, "status")
+            } else {
+                ("", "")
+            };
+            match (state.stream(name).filter(|_| !name.is_empty()), what) {
+                (Some(v), "mjpg") => mjpeg(stream, state, v),
+                (Some(v), "jpg") => snapshot(stream, v),
+                (Some(v), "status") => {
+                    let body = serde_json::to_vec(&v.status()).unwrap_or_default();
+                    respond(stream, "200 OK", "application/json", &body)
+                }
+                _ => respond(stream, "404 Not Found", "text/plain", b"not found\n"),
+            }
+        }
+    }
+}
+
+/// 200 while every stream processed a frame recently, else 503 naming the
+/// stale ones.
+fn health(stream: &TcpStream, views: &[&Arc<StreamView>]) -> std::io::Result<()> {
+    let stale: Vec<&str> = views
+        .iter()
+        .filter(|v| !v.fresh())
+        .map(|v| v.name.as_str())
+        .collect();
+    if stale.is_empty() {
+        respond(stream, "200 OK", "text/plain", b"ok\n")
+    } else if views.len() == 1 && stale == [""] {
+        respond(
+            stream,
+            "503 Service Unavailable",
+            "text/plain",
+            b"no frame processed recently\n",
+        )
+    } else {
+        let body = format!("no frame processed recently: {}\n", stale.join(", "));
+        respond(
+            stream,
+            "503 Service Unavailable",
+            "text/plain",
+            body.as_bytes(),
+        )
+    }
+}
+
+/// The latest preview frame (waits up to 3 s for the first).
+fn snapshot(stream: &TcpStream, view: &StreamView) -> std::io::Result<()> {
+    if let Ok(mut g) = view.last_snapshot.lock() {
+        *g = Some(Instant::now());
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let data = view.jpeg.lock().map(|j| j.data.clone()).unwrap_or_default();
+        if !data.is_empty() {
+            return respond(stream, "200 OK", "image/jpeg", &data);
+        }
+        if Instant::now() > deadline {
+            return respond(
+                stream,
+                "503 Service Unavailable",
+                "text/plain",
+                b"no frame yet\n",
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The MJPEG preview of one stream, counted as a viewer while it lasts.
+fn mjpeg(stream: &TcpStream, state: &HttpState, view: &StreamView) -> std::io::Result<()> {
+    view.viewers.fetch_add(1, Ordering::SeqCst);
+    let r = stream_mjpeg(stream, state, view);
+    view.viewers.fetch_sub(1, Ordering::SeqCst);
+    r
+}
+
+fn stream_mjpeg(mut s: &TcpStream, state: &HttpState, view: &StreamView) -> std::io::Result<()> {
     write!(
         s,
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=fwframe\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
@@ -458,11 +590,11 @@ fn stream_mjpeg(mut s: &TcpStream, state: &HttpState) -> std::io::Result<()> {
     let mut seen = 0u64;
     while !state.stop.load(Ordering::SeqCst) {
         let data = {
-            let Ok(mut g) = state.jpeg.lock() else {
+            let Ok(mut g) = view.jpeg.lock() else {
                 return Ok(());
             };
             while g.generation == seen && !state.stop.load(Ordering::SeqCst) {
-                g = match state.new_jpeg.wait_timeout(g, Duration::from_millis(500)) {
+                g = match view.new_jpeg.wait_timeout(g, Duration::from_millis(500)) {
                     Ok((g, _)) => g,
                     Err(_) => return Ok(()),
                 };
@@ -487,77 +619,85 @@ fn stream_mjpeg(mut s: &TcpStream, state: &HttpState) -> std::io::Result<()> {
 
 /// Prometheus text exposition of `s`.
 pub fn metrics(s: &Status) -> String {
+    metrics_of(&[(None, s)])
+}
+
+/// Prometheus text exposition of several streams: each series once, one
+/// sample per stream, labelled `stream="NAME"` where a name is given.
+pub fn metrics_of(streams: &[(Option<&str>, &Status)]) -> String {
+    type Get = fn(&Status) -> f64;
+    let series: [(&str, &str, &str, Get); 12] = [
+        (
+            "frames_in_total",
+            "counter",
+            "Frames read from the source.",
+            |s| s.frames_in as f64,
+        ),
+        (
+            "frames_processed_total",
+            "counter",
+            "Frames overlaid and written to the sinks.",
+            |s| s.frames_processed as f64,
+        ),
+        (
+            "frames_analyzed_total",
+            "counter",
+            "Frames run through detection and scoring.",
+            |s| s.frames_analyzed as f64,
+        ),
+        (
+            "frames_dropped_total",
+            "counter",
+            "Frames dropped because the pipeline was behind.",
+            |s| s.dropped as f64,
+        ),
+        ("events_total", "counter", "Events sent.", |s| {
+            s.events as f64
+        }),
+        ("input_fps", "gauge", "Source frames per second.", |s| {
+            s.input_fps
+        }),
+        (
+            "processed_fps",
+            "gauge",
+            "Processed frames per second.",
+            |s| s.processed_fps,
+        ),
+        (
+            "analysis_latency_seconds",
+            "gauge",
+            "Capture to analysis result of the last analysed frame.",
+            |s| s.analysis_latency_ms / 1000.0,
+        ),
+        ("tracks", "gauge", "Face tracks on screen.", |s| {
+            s.tracks.len() as f64
+        }),
+        (
+            "stream_score",
+            "gauge",
+            "Stream P(fake) (-1: no face).",
+            |s| s.score.map_or(-1.0, f64::from),
+        ),
+        (
+            "stream_fake",
+            "gauge",
+            "1 when the stream verdict is fake.",
+            |s| f64::from(u8::from(s.label == "fake")),
+        ),
+        ("source_up", "gauge", "0 while the source is lost.", |s| {
+            f64::from(u8::from(!s.source_lost))
+        }),
+    ];
     let mut out = String::new();
-    let mut m = |name: &str, kind: &str, help: &str, v: f64| {
-        out += &format!("# HELP fakewatch_{name} {help}\n# TYPE fakewatch_{name} {kind}\nfakewatch_{name} {v}\n");
-    };
-    m(
-        "frames_in_total",
-        "counter",
-        "Frames read from the source.",
-        s.frames_in as f64,
-    );
-    m(
-        "frames_processed_total",
-        "counter",
-        "Frames overlaid and written to the sinks.",
-        s.frames_processed as f64,
-    );
-    m(
-        "frames_analyzed_total",
-        "counter",
-        "Frames run through detection and scoring.",
-        s.frames_analyzed as f64,
-    );
-    m(
-        "frames_dropped_total",
-        "counter",
-        "Frames dropped because the pipeline was behind.",
-        s.dropped as f64,
-    );
-    m("events_total", "counter", "Events sent.", s.events as f64);
-    m(
-        "input_fps",
-        "gauge",
-        "Source frames per second.",
-        s.input_fps,
-    );
-    m(
-        "processed_fps",
-        "gauge",
-        "Processed frames per second.",
-        s.processed_fps,
-    );
-    m(
-        "analysis_latency_seconds",
-        "gauge",
-        "Capture to analysis result of the last analysed frame.",
-        s.analysis_latency_ms / 1000.0,
-    );
-    m(
-        "tracks",
-        "gauge",
-        "Face tracks on screen.",
-        s.tracks.len() as f64,
-    );
-    m(
-        "stream_score",
-        "gauge",
-        "Stream P(fake) (-1: no face).",
-        s.score.map_or(-1.0, f64::from),
-    );
-    m(
-        "stream_fake",
-        "gauge",
-        "1 when the stream verdict is fake.",
-        f64::from(u8::from(s.label == "fake")),
-    );
-    m(
-        "source_up",
-        "gauge",
-        "0 while the source is lost.",
-        f64::from(u8::from(!s.source_lost)),
-    );
+    for (name, kind, help, get) in series {
+        out += &format!("# HELP fakewatch_{name} {help}\n# TYPE fakewatch_{name} {kind}\n");
+        for (stream, s) in streams {
+            match stream {
+                Some(n) => out += &format!("fakewatch_{name}{{stream=\"{n}\"}} {}\n", get(s)),
+                None => out += &format!("fakewatch_{name} {}\n", get(s)),
+            }
+        }
+    }
     out
 }
 
@@ -597,6 +737,61 @@ window.addEventListener('load',()=>{document.getElementById('preview').src='/str
 </script></body></html>
 "#;
 
+/// The grid page of a multi-stream run: one card per stream (verdict,
+/// figures, tracks, live preview), refreshed from `/status.json`.
+const GRID_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fakewatch · streams</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:system-ui,sans-serif;margin:1rem;background:#111;color:#eee}
+#grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(22rem,1fr));gap:1rem}
+.card{border:1px solid #333;border-radius:.4rem;padding:.6rem;background:#181818}
+.card h2{margin:0 0 .3rem 0;font-size:1.2rem}
+.verdict{font-weight:bold;padding:.1rem .5rem;border-radius:.3rem;display:inline-block}
+.fake{background:#c62828}.real{background:#2e7d32}.unknown{background:#555}
+.figures{font-size:.85rem;color:#bbb;margin:.3rem 0}
+.lost{color:#ff8a80;font-weight:bold}
+img{width:100%;border:1px solid #333}
+</style></head><body>
+<h1>fakewatch <span id="count"></span></h1>
+<div id="grid">waiting for the streams…</div>
+<script>
+function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
+const cards={};
+function card(name){
+  if(cards[name])return cards[name];
+  const g=document.getElementById('grid');
+  if(!Object.keys(cards).length)g.textContent='';
+  const c=document.createElement('div');c.className='card stream';c.dataset.stream=name;
+  c.innerHTML=`<h2></h2><div><span class="verdict unknown">unknown</span> <span class="score"></span></div>`+
+    `<div class="figures"></div><div class="tracks"></div><img alt="preview">`;
+  c.querySelector('h2').textContent=name;
+  c.querySelector('img').src='/stream/'+encodeURIComponent(name)+'.mjpg'+location.search;
+  g.appendChild(c);cards[name]=c;return c;
+}
+async function tick(){
+  try{
+    const all=(await (await fetch('/status.json'+location.search,{cache:'no-store'})).json()).streams;
+    const names=Object.keys(all).sort();
+    document.getElementById('count').textContent=`· ${names.length} streams`;
+    for(const name of names){
+      const s=all[name],c=card(name),v=c.querySelector('.verdict');
+      v.className='verdict '+s.label;
+      v.textContent=s.label.toUpperCase()+(s.unknown?' ('+s.unknown+')':'');
+      c.querySelector('.score').textContent=s.score===null?'':'P(fake) '+fmt(s.score);
+      const f=c.querySelector('.figures');
+      f.textContent=`${s.input_fps.toFixed(1)} fps in · ${s.processed_fps.toFixed(1)} fps processed · `+
+        `${s.frames_analyzed} analysed · ${s.dropped} dropped · analysis ${s.analysis_latency_ms.toFixed(0)} ms`;
+      f.className='figures'+(s.source_lost?' lost':'');
+      if(s.source_lost)f.textContent+=' · SOURCE LOST';
+      c.querySelector('.tracks').textContent=s.tracks.map(t=>`#${t.id} ${t.label} ${fmt(t.score)}`).join(' · ');
+    }
+  }catch(e){document.getElementById('count').textContent='· disconnected'}
+}
+setInterval(tick,500);tick();
+</script></body></html>
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,7 +819,7 @@ mod tests {
         assert!(server.is_open());
         let addr = server.addr();
         assert!(get(addr, "/healthz").0.contains("503"));
-        server.state().set_status(Status {
+        server.view("").unwrap().set_status(Status {
             frames_in: 7,
             label: "fake",
             score: Some(0.9),
@@ -640,7 +835,7 @@ mod tests {
         assert!(text.contains("fakewatch_stream_fake 1\n"));
         assert!(get(addr, "/nope").0.contains("404"));
         assert!(get(addr, "/").1.starts_with(b"<!doctype html>"));
-        let st = server.state().clone();
+        let st = server.view("").unwrap();
         let t = std::thread::spawn(move || {
             while !st.wants_jpeg() {
                 std::thread::sleep(Duration::from_millis(10));
@@ -651,6 +846,64 @@ mod tests {
         t.join().unwrap();
         assert!(head.contains("image/jpeg"));
         assert_eq!(body, [0xff, 0xd8, 1, 2]);
+    }
+
+    #[test]
+    fn several_streams_have_their_own_paths_labels_and_health() {
+        let names = ["cam1".to_string(), "cam2".to_string()];
+        let server =
+            HttpServer::start_streams("127.0.0.1:0".parse().unwrap(), None, &names).unwrap();
+        let addr = server.addr();
+        assert!(server.view("").is_none());
+        let (c1, c2) = (server.view("cam1").unwrap(), server.view("cam2").unwrap());
+        c1.set_status(Status {
+            frames_in: 5,
+            label: "fake",
+            ..Status::default()
+        });
+        // One stream has never processed a frame: unhealthy, and named.
+        let (head, body) = get(addr, "/healthz");
+        assert!(head.contains("503"), "{head}");
+        assert_eq!(body, b"no frame processed recently: cam2\n");
+        c2.set_status(Status {
+            frames_in: 9,
+            label: "real",
+            ..Status::default()
+        });
+        assert!(get(addr, "/healthz").0.contains("200"));
+        let v: serde_json::Value = serde_json::from_slice(&get(addr, "/status.json").1).unwrap();
+        assert_eq!(v["streams"]["cam1"]["frames_in"], 5);
+        assert_eq!(v["streams"]["cam2"]["label"], "real");
+        let v: serde_json::Value =
+            serde_json::from_slice(&get(addr, "/stream/cam2/status.json").1).unwrap();
+        assert_eq!(v["frames_in"], 9);
+        let text = String::from_utf8(get(addr, "/metrics").1).unwrap();
+        assert!(
+            text.contains("fakewatch_frames_in_total{stream=\"cam1\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("fakewatch_frames_in_total{stream=\"cam2\"} 9\n"));
+        assert_eq!(text.matches("# TYPE fakewatch_frames_in_total").count(), 1);
+        assert!(text.contains("fakewatch_stream_fake{stream=\"cam1\"} 1\n"));
+        assert!(get(addr, "/").1.starts_with(b"<!doctype html>"));
+        for missing in [
+            "/stream/cam3.mjpg",
+            "/stream/.mjpg",
+            "/stream.mjpg",
+            "/frame.jpg",
+        ] {
+            assert!(get(addr, missing).0.contains("404"), "{missing}");
+        }
+        let t = std::thread::spawn(move || {
+            while !c2.wants_jpeg() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            c2.set_jpeg(vec![0xff, 0xd8, 9]);
+        });
+        let (head, body) = get(addr, "/stream/cam2.jpg");
+        t.join().unwrap();
+        assert!(head.contains("image/jpeg"));
+        assert_eq!(body, [0xff, 0xd8, 9]);
     }
 
     #[test]
@@ -682,7 +935,7 @@ mod tests {
         let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), Some(token.into())).unwrap();
         assert!(!server.is_open());
         let addr = server.addr();
-        server.state().set_status(Status {
+        server.view("").unwrap().set_status(Status {
             frames_in: 3,
             ..Status::default()
         });

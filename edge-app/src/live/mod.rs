@@ -128,6 +128,8 @@ struct Analyzer {
     books: heapless::Vec<TrackBook, MAX_TRACKS>,
     latencies: Vec<f64>,
     first_latency: Option<f64>,
+    /// When the stream's first track verdict came.
+    first_verdict_at: Option<Instant>,
     tracks_seen: u64,
     stages: StageMeans,
     errors: u64,
@@ -145,6 +147,7 @@ impl Analyzer {
             books: heapless::Vec::new(),
             latencies: Vec::new(),
             first_latency: None,
+            first_verdict_at: None,
             tracks_seen: 0,
             stages: StageMeans::default(),
             errors: 0,
@@ -295,6 +298,7 @@ impl Analyzer {
                         let ms = (done - book.appeared).as_secs_f64() * 1000.0;
                         self.latencies.push(ms);
                         self.first_latency.get_or_insert(ms);
+                        self.first_verdict_at.get_or_insert(done);
                     }
                     events.emit(
                         "verdict_changed",
@@ -480,7 +484,7 @@ fn split_name(arg: &str) -> (Option<&str>, &str) {
 /// The streams of a run from its sources and sinks: one source keeps
 /// today's single-stream run (every sink its own); several become named
 /// streams, each with the sinks named for it and those with `{stream}`.
-fn plan_streams(a: &RunArgs) -> Result<Vec<StreamPlan>> {
+fn plan_streams(a: &RunArgs) -> Result<(Vec<StreamPlan>, Option<std::net::SocketAddr>)> {
     if a.source.is_empty() {
         bail!("no source: pass --source URI (or `source` in --config)");
     }
@@ -488,13 +492,21 @@ fn plan_streams(a: &RunArgs) -> Result<Vec<StreamPlan>> {
     let format = a.format.as_deref().map(str::parse).transpose()?;
     if a.source.len() == 1 {
         let source = a.source[0].clone();
-        return Ok(vec![StreamPlan {
-            name: None,
-            spec: SourceSpec::parse(&source, size, format)?,
-            source,
-            sink_args: a.sink.clone(),
-            sinks: a.sink.iter().map(|s| s.parse()).collect::<Result<_>>()?,
-        }]);
+        let sinks: Vec<SinkSpec> = a.sink.iter().map(|s| s.parse()).collect::<Result<_>>()?;
+        let mjpeg = sinks.iter().find_map(|s| match s {
+            SinkSpec::Mjpeg(a) => Some(*a),
+            _ => None,
+        });
+        return Ok((
+            vec![StreamPlan {
+                name: None,
+                spec: SourceSpec::parse(&source, size, format)?,
+                source,
+                sink_args: a.sink.clone(),
+                sinks,
+            }],
+            mjpeg,
+        ));
     }
     let max = a.max_streams.unwrap_or(defaults::MAX_STREAMS);
     if a.source.len() > max {
@@ -504,6 +516,7 @@ fn plan_streams(a: &RunArgs) -> Result<Vec<StreamPlan>> {
         );
     }
     let mut plans: Vec<StreamPlan> = Vec::new();
+    let mut mjpeg = None;
     for (i, arg) in a.source.iter().enumerate() {
         let (name, source) = split_name(arg);
         let name = name.map_or_else(|| format!("stream{i}"), str::to_string);
@@ -521,6 +534,13 @@ fn plan_streams(a: &RunArgs) -> Result<Vec<StreamPlan>> {
     }
     for arg in &a.sink {
         let (name, sink) = split_name(arg);
+        if name.is_none() && !sink.contains("{stream}") {
+            if let Ok(SinkSpec::Mjpeg(addr)) = sink.parse::<SinkSpec>() {
+                // The run's one server (every stream's page and preview).
+                mjpeg = Some(addr);
+                continue;
+            }
+        }
         let targets: Vec<usize> = match name {
             Some(n) => vec![plans
                 .iter()
@@ -538,15 +558,15 @@ fn plan_streams(a: &RunArgs) -> Result<Vec<StreamPlan>> {
             let spec: SinkSpec = own.parse()?;
             if matches!(spec, SinkSpec::Mjpeg(_)) {
                 bail!(
-                    "--sink {arg}: the MJPEG preview and status page serve one stream; \
-                     a multi-stream page is not built yet"
+                    "--sink {arg}: one server shows every stream: give mjpeg:HOST:PORT \
+                     without a stream name (or --http)"
                 );
             }
             p.sinks.push(spec);
             p.sink_args.push(own);
         }
     }
-    Ok(plans)
+    Ok((plans, mjpeg))
 }
 
 /// Settings and services every stream of a run shares.
@@ -670,7 +690,7 @@ impl LoopError {
 /// as a single stream, several as streams sharing one detector.
 pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
     let a = args.merged()?;
-    let plans = plan_streams(&a)?;
+    let (plans, mjpeg_addr) = plan_streams(&a)?;
     let event_targets: Vec<EventTarget> =
         a.events.iter().map(|s| s.parse()).collect::<Result<_>>()?;
     let detect_every = a.detect_every.unwrap_or(defaults::DETECT_EVERY).max(1);
@@ -713,13 +733,6 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
     };
     let hub = EventHub::open(&event_targets, &spool)?;
 
-    let mjpeg_addr = plans[0].sinks.iter().find_map(|s| match s {
-        SinkSpec::Mjpeg(a) => Some(*a),
-        _ => None,
-    });
-    if plans.len() > 1 && a.http.is_some() {
-        bail!("--http serves one stream; a multi-stream status page is not built yet");
-    }
     let http_addr = match (&a.http, mjpeg_addr) {
         (Some(h), Some(m)) if http::parse_addr(h).ok() != Some(m) => {
             bail!("--http {h} and the mjpeg sink {m} must be the same address")
@@ -732,8 +745,9 @@ pub fn run(args: RunArgs, ctx: &AppContext) -> Result<()> {
         .clone()
         .or_else(|| std::env::var("FAKEWATCH_HTTP_TOKEN").ok())
         .filter(|t| !t.is_empty());
+    let names: Vec<String> = plans.iter().filter_map(|p| p.name.clone()).collect();
     let server = http_addr
-        .map(|addr| HttpServer::start(addr, token))
+        .map(|addr| HttpServer::start_streams(addr, token, &names))
         .transpose()?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -970,7 +984,9 @@ fn stream_loop(
     handoff: Handoff<'_>,
 ) -> Result<Outcome, LoopError> {
     let ev = Events::new(c.hub, plan.name.as_deref());
-    let http_state = c.http.map(|s| s.state().clone());
+    let http_state = c
+        .http
+        .and_then(|s| s.view(plan.name.as_deref().unwrap_or_default()));
     let (queue, cstats, pool, state, slot) =
         (&res.queue, &res.cstats, &res.pool, &res.state, &res.slot);
     let source = &plan.source;
@@ -1388,6 +1404,11 @@ fn summary(
         "input_fps": fps(frames_in),
         "analyzed_fps": if secs > 0.0 { s.n as f64 / secs } else { 0.0 },
         "first_verdict_latency_ms": an.first_latency,
+        // From the stream's first frame: includes waiting for a worker.
+        "first_verdict_after_start_ms": match (out.first_frame, an.first_verdict_at) {
+            (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
+            _ => None,
+        },
         "first_verdict_latency_ms_median": median(&an.latencies),
         "tracks_seen": an.tracks_seen,
         "label": verdict.label.as_str(),
