@@ -526,6 +526,35 @@ fn chromium_dump(chromium: &Path, url: &str, profile: &Path, extra: &[&str]) -> 
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Polls `/status.json` until `ok` holds (90 s at most).
+fn wait_for_status(port: u16, ok: impl Fn(&Value) -> bool) {
+    let t = Instant::now();
+    loop {
+        let status = http_get(port, "/status.json")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok());
+        if status.as_ref().is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "no verdict served: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `/healthz` answers 200 and `/metrics` has every line start in `want`.
+fn healthy_with_metrics(port: u16, want: &[&str]) {
+    let (h, _) = http_get(port, "/healthz").unwrap();
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    let (_, m) = http_get(port, "/metrics").unwrap();
+    let m = String::from_utf8(m).unwrap();
+    for k in want {
+        assert!(m.contains(k), "metrics lack {k:?}:\n{m}");
+    }
+}
+
 #[test]
 fn status_page_metrics_and_mjpeg_preview_in_a_browser() {
     let Some(chromium) = tool("chromium", "chromium") else {
@@ -545,31 +574,17 @@ fn status_page_metrics_and_mjpeg_preview_in_a_browser() {
         .spawn()
         .unwrap();
     // Wait for health and a scored face.
-    let t = Instant::now();
-    loop {
-        let ok = http_get(port, "/status.json")
-            .ok()
-            .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
-            .is_some_and(|s| {
-                s["tracks"].as_array().is_some_and(|t| !t.is_empty()) && s["label"] != "unknown"
-            });
-        if ok {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(90), "no verdict served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let (h, _) = http_get(port, "/healthz").unwrap();
-    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-    let (_, m) = http_get(port, "/metrics").unwrap();
-    let m = String::from_utf8(m).unwrap();
-    for k in [
-        "fakewatch_frames_processed_total ",
-        "fakewatch_processed_fps ",
-        "fakewatch_tracks 6",
-    ] {
-        assert!(m.contains(k), "metrics lack {k:?}:\n{m}");
-    }
+    wait_for_status(port, |s| {
+        s["tracks"].as_array().is_some_and(|t| !t.is_empty()) && s["label"] != "unknown"
+    });
+    healthy_with_metrics(
+        port,
+        &[
+            "fakewatch_frames_processed_total ",
+            "fakewatch_processed_fps ",
+            "fakewatch_tracks 6",
+        ],
+    );
     // The preview stream: a multipart response whose first part is a JPEG of
     // the source's size.
     {
@@ -752,6 +767,33 @@ impl Drop for Camera {
     }
 }
 
+/// An events file a running `fakewatch run` appends to.
+struct EventLog(PathBuf);
+
+impl EventLog {
+    fn read(&self) -> Vec<Value> {
+        std::fs::read(&self.0)
+            .map(|b| ndjson(&b))
+            .unwrap_or_default()
+    }
+
+    /// Waits (90 s at most) until the events so far satisfy `ok`.
+    fn wait_for(&self, what: &str, ok: &dyn Fn(&[Value]) -> bool) {
+        let t = Instant::now();
+        loop {
+            if ok(&self.read()) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "waited too long for {what}: {:?}",
+                self.read()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn a_network_source_that_drops_is_reconnected_and_reported() {
     let jpeg = std::sync::Arc::new(std::fs::read(photo()).unwrap());
@@ -768,11 +810,8 @@ fn a_network_source_that_drops_is_reconnected_and_reported() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let read = || {
-        std::fs::read(&events_file)
-            .map(|b| ndjson(&b))
-            .unwrap_or_default()
-    };
+    let log = EventLog(events_file.clone());
+    let read = || log.read();
     let frames_in = |ev: &[Value]| {
         ev.iter()
             .filter(|e| e["event"] == "stats")
@@ -780,19 +819,7 @@ fn a_network_source_that_drops_is_reconnected_and_reported() {
             .max()
             .unwrap_or(0)
     };
-    let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| {
-        let t = Instant::now();
-        loop {
-            if ok(&read()) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "waited too long for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| log.wait_for(what, ok);
     // Frames flow; then the camera goes away for two seconds and returns.
     wait_for("frames", &|ev| frames_in(ev) >= 5);
     cam.stop();
@@ -900,6 +927,7 @@ fn three_streams_in_one_run_each_get_their_own_verdicts_and_outputs() {
         .arg("--sink")
         .arg(format!("cam2=png-dir:{}", dir.join("cam2-png").display()))
         .args(["--no-pace", "--detect-every", "4", "--events", "-"])
+        .args(["--stream-detect-every", "lobby=6"])
         .arg("--spool-dir")
         .arg(dir.join("spool"));
     if let Some((broker, ..)) = &mqtt {
@@ -951,6 +979,10 @@ fn three_streams_in_one_run_each_get_their_own_verdicts_and_outputs() {
     assert_eq!(count("lobby", "track_appeared"), 0);
     assert_eq!(summary["streams"]["lobby"]["label"], "unknown");
     assert_eq!(summary["streams"]["lobby"]["frames_processed"], 12);
+    assert_eq!(
+        summary["streams"]["lobby"]["frames_analyzed"], 2,
+        "its own --stream-detect-every 6"
+    );
     // Each stream its own video; the named sink only for its stream.
     for name in ["cam1", "cam2", "lobby"] {
         let mut r = VideoReader::open(dir.join(format!("{name}.mp4")).to_str().unwrap()).unwrap();
@@ -985,38 +1017,24 @@ fn a_stream_whose_camera_is_down_is_retried_while_the_others_go_on() {
         .arg(format!("door=http://127.0.0.1:{port}/stream.mjpg"))
         .arg("--source")
         .arg(format!("desk={}", faces.display()))
+        .arg("--source")
+        .arg(format!("hall={}", faces.display()))
         .args(["--detect-every", "4", "--stats-interval", "0.5", "--events"])
         .arg(&events_file)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let read = || {
-        std::fs::read(&events_file)
-            .map(|b| ndjson(&b))
-            .unwrap_or_default()
-    };
-    let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| {
-        let t = Instant::now();
-        loop {
-            if ok(&read()) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "waited too long for {what}: {:?}",
-                read()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let log = EventLog(events_file.clone());
+    let read = || log.read();
+    let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| log.wait_for(what, ok);
     let lost = |ev: &[Value]| {
         ev.iter()
             .filter(|e| e["event"] == "source_lost" && e["stream"] == "door")
             .count()
     };
     // No camera yet: the door stream is reported and retried, more slowly
-    // each time; the desk clip runs meanwhile.
+    // each time; the desk and hall clips run meanwhile.
     wait_for("two retries of the door camera", &|ev| lost(ev) >= 2);
     wait_for("verdicts of the desk", &|ev| {
         ev.iter()
@@ -1042,10 +1060,14 @@ fn a_stream_whose_camera_is_down_is_retried_while_the_others_go_on() {
     assert!(retries.windows(2).all(|w| w[1] >= w[0]), "{retries:?}");
     let s = &events.last().unwrap();
     assert_eq!(s["event"], "summary");
-    let desk = &s["streams"]["desk"];
-    assert_eq!(desk["frames_processed"], 24, "{desk}");
-    assert_eq!(desk["reason"], "end");
-    assert_eq!(desk["errors"], 0);
+    for name in ["desk", "hall"] {
+        let st = &s["streams"][name];
+        assert_eq!(st["frames_processed"], 24, "{name}: {st}");
+        assert_eq!(st["dropped"], 0, "{name}: {st}");
+        assert_eq!(st["reason"], "end");
+        assert_eq!(st["errors"], 0);
+        assert_eq!(st["tracks_seen"], 6);
+    }
     let door = &s["streams"]["door"];
     assert!(door["frames_processed"].as_u64().unwrap() > 0, "{door}");
     assert_eq!(door["source_lost"].as_u64().unwrap(), retries.len() as u64);
@@ -1067,6 +1089,10 @@ fn several_streams_refuse_what_they_cannot_do() {
     assert!(e.contains("two sources are named \"a\""), "{e}");
     let e = run(&with(&["--sink", "file:o.mp4"]));
     assert!(e.contains("{stream}"), "{e}");
+    let e = run(&with(&["--stream-detect-every", "c=2"]));
+    assert!(e.contains("no stream is named \"c\""), "{e}");
+    let e = run(&with(&["--stream-detect-every", "a=0"]));
+    assert!(e.contains("K must be an integer >= 1"), "{e}");
     let e = run(&with(&["--sink", "c=file:o.mp4"]));
     assert!(e.contains("no stream is named \"c\""), "{e}");
     let e = run(&with(&["--sink", "a=mjpeg:127.0.0.1:0"]));
@@ -1094,32 +1120,20 @@ fn the_grid_page_shows_every_stream_in_a_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    loop {
-        let ok = http_get(port, "/status.json")
-            .ok()
-            .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
-            .is_some_and(|s| {
-                ["cam1", "cam2"].iter().all(|n| {
-                    s["streams"][n]["label"] != "unknown" && s["streams"][n]["label"].is_string()
-                })
-            });
-        if ok {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(90), "no verdicts served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let (h, _) = http_get(port, "/healthz").unwrap();
-    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-    let (_, m) = http_get(port, "/metrics").unwrap();
-    let m = String::from_utf8(m).unwrap();
-    for k in [
-        "fakewatch_tracks{stream=\"cam1\"} 6",
-        "fakewatch_tracks{stream=\"cam2\"} 6",
-    ] {
-        assert!(m.contains(k), "metrics lack {k:?}:\n{m}");
-    }
+    wait_for_status(port, |s| {
+        ["cam1", "cam2"].iter().all(|n| {
+            s["streams"][n]["label"]
+                .as_str()
+                .is_some_and(|l| l != "unknown")
+        })
+    });
+    healthy_with_metrics(
+        port,
+        &[
+            "fakewatch_tracks{stream=\"cam1\"} 6",
+            "fakewatch_tracks{stream=\"cam2\"} 6",
+        ],
+    );
     let (h, jpeg) = http_get(port, "/stream/cam2.jpg").unwrap();
     assert!(h.contains("image/jpeg"), "{h}");
     let f = Frame::decode(&jpeg).unwrap();

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// between); 1 = as often as the CPU allows.
     #[arg(long)]
     pub detect_every: Option<u32>,
+    /// `NAME=K`: analyse stream NAME on every K-th frame (repeatable; the
+    /// other streams follow --detect-every).
+    #[arg(long, value_name = "NAME=K")]
+    pub stream_detect_every: Vec<String>,
     /// Threads the analysis spreads each frame's detection and embedding
     /// over (default: every core).
     #[arg(long)]
@@ -188,6 +192,11 @@ impl RunArgs {
             } else {
                 self.events
             },
+            stream_detect_every: if self.stream_detect_every.is_empty() {
+                file.stream_detect_every
+            } else {
+                self.stream_detect_every
+            },
             bundle,
             size,
             format,
@@ -292,6 +301,16 @@ mod tests {
         let c = load(&p).unwrap();
         assert_eq!(c.sink, ["mjpeg:0.0.0.0:8080"]);
         assert_eq!(c.detect_every, Some(2));
+    }
+
+    #[test]
+    fn the_shipped_multi_stream_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/streams.toml");
+        let c = load(&p).unwrap();
+        assert_eq!(c.source.len(), 4);
+        assert_eq!(c.max_streams, Some(4));
+        assert_eq!(c.stream_detect_every, ["lobby=6"]);
+        assert_eq!(c.sink, ["file:/var/lib/fakewatch/rec/{stream}.mp4"]);
     }
 
     #[test]

@@ -464,6 +464,8 @@ struct StreamPlan {
     /// The sinks as given (for the start event).
     sink_args: Vec<String>,
     sinks: Vec<SinkSpec>,
+    /// Analyse every k-th frame (`None`: the run's --detect-every).
+    detect_every: Option<u32>,
 }
 
 /// Splits `NAME=VALUE` where NAME is a stream name (letters, digits, `-`,
@@ -491,6 +493,9 @@ fn plan_streams(a: &RunArgs) -> Result<(Vec<StreamPlan>, Option<std::net::Socket
     let size = a.size.as_deref().map(str::parse).transpose()?;
     let format = a.format.as_deref().map(str::parse).transpose()?;
     if a.source.len() == 1 {
+        if !a.stream_detect_every.is_empty() {
+            bail!("--stream-detect-every is for runs of several streams; use --detect-every");
+        }
         let source = a.source[0].clone();
         let sinks: Vec<SinkSpec> = a.sink.iter().map(|s| s.parse()).collect::<Result<_>>()?;
         let mjpeg = sinks.iter().find_map(|s| match s {
@@ -504,6 +509,7 @@ fn plan_streams(a: &RunArgs) -> Result<(Vec<StreamPlan>, Option<std::net::Socket
                 source,
                 sink_args: a.sink.clone(),
                 sinks,
+                detect_every: None,
             }],
             mjpeg,
         ));
@@ -530,7 +536,22 @@ fn plan_streams(a: &RunArgs) -> Result<(Vec<StreamPlan>, Option<std::net::Socket
             source: source.to_string(),
             sink_args: Vec::new(),
             sinks: Vec::new(),
+            detect_every: None,
         });
+    }
+    for arg in &a.stream_detect_every {
+        let (Some(n), k) = split_name(arg) else {
+            bail!("--stream-detect-every {arg}: expected NAME=K");
+        };
+        let k: u32 =
+            k.parse().ok().filter(|&k| k >= 1).with_context(|| {
+                format!("--stream-detect-every {arg}: K must be an integer >= 1")
+            })?;
+        let p = plans
+            .iter_mut()
+            .find(|p| p.name.as_deref() == Some(n))
+            .with_context(|| format!("--stream-detect-every {arg}: no stream is named {n:?}"))?;
+        p.detect_every = Some(k);
     }
     for arg in &a.sink {
         let (name, sink) = split_name(arg);
@@ -984,6 +1005,7 @@ fn stream_loop(
     handoff: Handoff<'_>,
 ) -> Result<Outcome, LoopError> {
     let ev = Events::new(c.hub, plan.name.as_deref());
+    let detect_every = plan.detect_every.unwrap_or(c.detect_every);
     let http_state = c
         .http
         .and_then(|s| s.view(plan.name.as_deref().unwrap_or_default()));
@@ -1015,7 +1037,7 @@ fn stream_loop(
         ev.emit(
             "start",
             json!({"source": source, "bundle": c.bundle_name, "threshold": c.threshold,
-                   "detect_every": c.detect_every, "pace": c.pace, "sinks": plan.sink_args,
+                   "detect_every": detect_every, "pace": c.pace, "sinks": plan.sink_args,
                    "http": c.http.map(|s| format!("http://{}/", s.addr())),
                    "http_token": c.http.map(|s| !s.is_open()), "version": env!("CARGO_PKG_VERSION")}),
         );
@@ -1111,7 +1133,7 @@ fn stream_loop(
                     }
                 }
             };
-            if out.frames_processed % u64::from(c.detect_every) == 0 {
+            if out.frames_processed % u64::from(detect_every) == 0 {
                 match &mut own {
                     Dispatch::Inline(an) => an.analyze(&cap, state, &ev),
                     Dispatch::SharedInline {
@@ -1425,4 +1447,55 @@ fn summary(
         "peak_rss_mib": crate::bench::peak_rss_mib(),
         "reason": reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(sources: &[&str], sinks: &[&str]) -> RunArgs {
+        RunArgs {
+            source: sources.iter().map(|s| s.to_string()).collect(),
+            sink: sinks.iter().map(|s| s.to_string()).collect(),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn stream_names_sinks_and_the_shared_server_are_planned() {
+        assert_eq!(split_name("cam1=rtsp://h/x"), (Some("cam1"), "rtsp://h/x"));
+        // A pipeline or URI with '=' in it has no name.
+        assert_eq!(
+            split_name("gst:videotestsrc ! video/x-raw,width=640"),
+            (None, "gst:videotestsrc ! video/x-raw,width=640")
+        );
+        assert_eq!(split_name("file:///a=b.mp4"), (None, "file:///a=b.mp4"));
+        let (plans, server) = plan_streams(&args(
+            &["cam1=rtsp://h/1", "rtsp://h/2"],
+            &[
+                "file:/tmp/{stream}.mp4",
+                "cam1=png-dir:/tmp/p",
+                "mjpeg:127.0.0.1:8080",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(server, Some("127.0.0.1:8080".parse().unwrap()));
+        let names: Vec<_> = plans.iter().map(|p| p.name.clone().unwrap()).collect();
+        assert_eq!(names, ["cam1", "stream1"]);
+        assert_eq!(plans[0].sink_args, ["file:/tmp/cam1.mp4", "png-dir:/tmp/p"]);
+        assert_eq!(plans[1].sink_args, ["file:/tmp/stream1.mp4"]);
+        // One source: today's run, sinks as given, no name.
+        let (one, server) = plan_streams(&args(&["rtsp://h/1"], &["mjpeg:8080"])).unwrap();
+        assert_eq!((one.len(), one[0].name.clone()), (1, None));
+        assert_eq!(server, Some("127.0.0.1:8080".parse().unwrap()));
+        let shipped = config::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/streams.toml"
+        )))
+        .unwrap();
+        let (plans, _) = plan_streams(&shipped).unwrap();
+        assert_eq!(plans.len(), 4);
+        assert_eq!(plans[1].detect_every, Some(6));
+        assert!(plan_streams(&args(&[], &[])).is_err());
+    }
 }
