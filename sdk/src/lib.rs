@@ -32,6 +32,7 @@ pub mod multi;
 pub mod ort_backend;
 pub mod parallel;
 pub mod perception;
+pub mod plot;
 pub mod pooling;
 pub mod resample;
 pub mod runtime;
