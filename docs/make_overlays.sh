@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The overlay frames in docs/: a real talking head and a DFDC fake through
+# The pictures in docs/: overlay frames of a real talking head and a DFDC fake through
 # `fakewatch run` (no pacing, so every frame is analysed in order), the last
 # of N frames kept and scaled to 480 px wide. Needs ../shared (research data)
 # and GStreamer's tools (.ci/deps).
@@ -22,3 +22,10 @@ shot() {
 }
 shot "$media/talking-heads/retalking_1.mp4" docs/overlay-real-talking-head.png
 shot "$media/dfdc-sample-videos/abqwwspghj.mp4" docs/overlay-dfdc-fake.png
+# The scan explanation of the same DFDC fake (`fakewatch scan --explain`):
+# its track's P(fake) over the 25 sampled frames and its three most
+# suspicious faces.
+dir=$(mktemp -d)
+"$fw" scan --explain "$dir" "$media/dfdc-sample-videos/abqwwspghj.mp4"
+cp "$dir"/000-abqwwspghj.png docs/explain-dfdc-fake.png
+rm -rf "$dir"

@@ -4,6 +4,7 @@
 //! context. Fuzz targets and tests call these modules directly.
 
 pub mod bench;
+pub mod explain;
 pub mod faces;
 pub mod inputs;
 pub mod live;

@@ -16,6 +16,7 @@ use fakewatch_sdk::verdict::{describe, Unknown, Verdict};
 use fakewatch_sdk::{DeepfakeDetector, Frame, Label, Session};
 use serde::Serialize;
 
+use crate::explain::Timeline;
 use crate::inputs::{expand_inputs, is_image};
 
 /// Arguments of `fakewatch scan`.
@@ -44,6 +45,11 @@ pub struct ScanArgs {
     /// backbone, classifier) to stderr after the scan.
     #[arg(long)]
     profile: bool,
+    /// Write a PNG per input to DIR: each track's P(fake) over the sampled
+    /// frames against the threshold, and the three most suspicious faces
+    /// with their times (a prompt for review, not proof).
+    #[arg(long, value_name = "DIR")]
+    explain: Option<PathBuf>,
 }
 
 /// Time per stage summed over a scan (`--profile`).
@@ -206,13 +212,24 @@ pub fn run(a: ScanArgs, ctx: &AppContext) -> Result<()> {
     });
     crate::release_free_memory();
     let calibrated = decision.is_calibrated();
+    if let Some(dir) = &a.explain {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut failures = 0usize;
-    for input in expand_inputs(&a.inputs) {
+    for (k, input) in expand_inputs(&a.inputs).into_iter().enumerate() {
         let started = Instant::now();
+        let mut timeline = a.explain.as_ref().map(|_| Timeline::new());
         let r = match input {
-            Ok(input) => scan_one_profiled(&detector, input, profile.as_mut()),
+            Ok(input) => scan_one_with(&detector, input, profile.as_mut(), timeline.as_mut()),
             Err((input, e)) => ScanResult::failed(input, "image", 1, &e),
         };
+        if let (Some(dir), Some(tl), None) = (&a.explain, &timeline, &r.error) {
+            let title = crate::explain::title(&r.input, r.verdict.0, r.score, calibrated);
+            let img = tl.render(&title, decision.threshold, calibrated)?;
+            let path = crate::explain::path_for(dir, k, &r.input);
+            crate::explain::save(&img, &path)?;
+            log::info!("{}: explanation in {}", r.input, path.display());
+        }
         if let Some(p) = profile.as_mut() {
             p.inputs += 1;
             p.wall += started.elapsed();
@@ -235,19 +252,24 @@ pub fn run(a: ScanArgs, ctx: &AppContext) -> Result<()> {
 }
 
 pub(crate) fn scan_one(detector: &Arc<DeepfakeDetector>, input: String) -> ScanResult {
-    scan_one_profiled(detector, input, None)
+    scan_one_with(detector, input, None, None)
 }
 
-/// [`scan_one`], adding each analysed frame's stage times to `profile`.
-fn scan_one_profiled(
+/// [`scan_one`], adding each analysed frame's stage times to `profile` and
+/// its scored faces to `timeline`.
+fn scan_one_with(
     detector: &Arc<DeepfakeDetector>,
     input: String,
     mut profile: Option<&mut ScanProfile>,
+    mut timeline: Option<&mut Timeline>,
 ) -> ScanResult {
-    let mut analyse = |session: &mut Session, f: &Frame| -> fakewatch_sdk::Result<()> {
+    let mut analyse = |session: &mut Session, index: u64, f: &Frame| -> fakewatch_sdk::Result<()> {
         let step = session.step(f)?;
         if let Some(p) = profile.as_deref_mut() {
             p.add(&step);
+        }
+        if let Some(t) = timeline.as_deref_mut() {
+            t.add(index, f, &step);
         }
         Ok(())
     };
@@ -258,7 +280,7 @@ fn scan_one_profiled(
     let requested = if image { 1 } else { decision.frames };
     let res = if image {
         Frame::load(&input)
-            .and_then(|f| analyse(&mut session, &f))
+            .and_then(|f| analyse(&mut session, 0, &f))
             .map_err(anyhow::Error::from)
     } else {
         scan_video(&input, requested, &mut session, &mut analyse).map(|info| {
@@ -323,11 +345,11 @@ fn scan_video(
     input: &str,
     n: usize,
     session: &mut Session,
-    analyse: &mut impl FnMut(&mut Session, &Frame) -> fakewatch_sdk::Result<()>,
+    analyse: &mut impl FnMut(&mut Session, u64, &Frame) -> fakewatch_sdk::Result<()>,
 ) -> Result<VideoInfo> {
     use fakewatch_sdk::sampling::Sampling;
-    let info = fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |_, f| {
-        analyse(session, &f)
+    let info = fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |i, f| {
+        analyse(session, i, &f)
     })?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
     Ok(info)
@@ -339,7 +361,7 @@ fn scan_video(
     input: &str,
     n: usize,
     session: &mut Session,
-    analyse: &mut impl FnMut(&mut Session, &Frame) -> fakewatch_sdk::Result<()>,
+    analyse: &mut impl FnMut(&mut Session, u64, &Frame) -> fakewatch_sdk::Result<()>,
 ) -> Result<VideoInfo> {
     use fakewatch_sdk::sampling::Sampling;
     if !input.to_ascii_lowercase().ends_with(".avi") {
@@ -348,7 +370,7 @@ fn scan_video(
         );
     }
     let avi = fakewatch_sdk::avi::MjpegAvi::open(input)?;
-    let info = avi.for_each_sampled(Sampling::Even(n), |_, f| analyse(session, &f))?;
+    let info = avi.for_each_sampled(Sampling::Even(n), |i, f| analyse(session, i, &f))?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
     Ok(info)
 }

@@ -108,8 +108,8 @@ impl Panel {
     /// The pixel of data point `(x, y)`.
     pub fn to_px(&self, x: f64, y: f64) -> Point {
         let a = &self.axes;
-        let px = f64::from(self.left)
-            + (x - a.x0) / (a.x1 - a.x0).max(1e-12) * f64::from(self.width);
+        let px =
+            f64::from(self.left) + (x - a.x0) / (a.x1 - a.x0).max(1e-12) * f64::from(self.width);
         let py = f64::from(self.top + self.height as i32)
             - (y - a.y0) / (a.y1 - a.y0).max(1e-12) * f64::from(self.height);
         Point::new(px.round() as i32, py.round() as i32)

@@ -623,6 +623,10 @@ fn status_page_metrics_and_mjpeg_preview_in_a_browser() {
         "no track rows in the DOM:\n{dom}"
     );
     assert!(dom.contains("fps processed"), "{dom}");
+    // Each track row has its sparkline of P(fake) over time.
+    assert!(dom.contains("<svg class=\"spark\""), "{dom}");
+    assert!(dom.contains("<polyline"), "{dom}");
+    assert!(dom.contains("not proof"), "{dom}");
     assert!(
         dom.contains("id=\"verdict\" class=\"fake\"")
             || dom.contains("id=\"verdict\" class=\"real\""),

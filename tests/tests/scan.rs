@@ -363,3 +363,57 @@ fn int8_bundle_scans_like_fp32() {
 /// 0.9307 fp32 against 0.9628 int8 (|Δ| 0.032) on this project's 2-core x86
 /// (faceres alone: 0.9463 / 0.9709; the 1024-d descriptor within 0.01).
 const INT8_SCORE_TOL: f64 = 0.05;
+
+#[test]
+fn explain_writes_a_timeline_per_input_and_changes_no_result() {
+    let dir = scratch("scan-explain");
+    let clip = make_clip(
+        &root().join("tests/fixtures/t1.jpg"),
+        8,
+        &dir.join("clip.avi"),
+    );
+    let t1 = root().join("tests/fixtures/t1.jpg");
+    let out = dir.join("explain");
+    let args = |explain: bool| {
+        let mut v = vec![
+            "scan".to_string(),
+            "--json".into(),
+            "--frames".into(),
+            "4".into(),
+        ];
+        if explain {
+            v.push("--explain".into());
+            v.push(out.to_string_lossy().into_owned());
+        }
+        v.push(clip.to_string_lossy().into_owned());
+        v.push(t1.to_string_lossy().into_owned());
+        v.push("/nonexistent.mp4".into());
+        v
+    };
+    fn as_refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let (a, b) = (args(false), args(true));
+    let plain = run("fakewatch", &as_refs(&a));
+    let explained = run("fakewatch", &as_refs(&b));
+    assert_eq!(ndjson(&plain.stdout), ndjson(&explained.stdout));
+    // One picture per scanned input; none for the input that failed.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["000-clip.png", "001-t1.png"]);
+    for name in &names {
+        let f = fakewatch_sdk::Frame::load(out.join(name)).unwrap();
+        assert_eq!((f.width(), f.height()), (960, 600), "{name}");
+        // The dashed decision line (dark red) is drawn.
+        let mut dashes = 0;
+        for y in 0..f.height() {
+            for x in 0..f.width() {
+                dashes += usize::from(f.pixel(x, y) == Some([120, 0, 0]));
+            }
+        }
+        assert!(dashes > 200, "{name}: {dashes} threshold pixels");
+    }
+}

@@ -710,14 +710,24 @@ body{font-family:system-ui,sans-serif;margin:1rem;background:#111;color:#eee}
 .fake{background:#c62828}.real{background:#2e7d32}.unknown{background:#555}
 table{border-collapse:collapse;margin-top:.5rem}td,th{padding:.2rem .6rem;border-bottom:1px solid #333;text-align:left}
 img{max-width:100%;margin-top:.5rem;border:1px solid #333}
+svg.spark{background:#1b1b1b}.note{color:#999;font-size:.85rem}
 </style></head><body>
 <h1>fakewatch</h1>
 <div>stream: <span id="verdict" class="unknown">unknown</span> <span id="score"></span></div>
 <div id="figures">waiting for the first frame…</div>
-<table><thead><tr><th>track</th><th>verdict</th><th>P(fake)</th><th>frames</th></tr></thead><tbody id="tracks"></tbody></table>
+<table><thead><tr><th>track</th><th>verdict</th><th>P(fake)</th><th>frames</th><th>P(fake), last minute</th></tr></thead><tbody id="tracks"></tbody></table>
+<p class="note">The verdicts are a prompt for review, not proof.</p>
 <img id="preview" alt="live preview">
 <script>
 function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
+const hist={};
+// P(fake) of a track over the last minute, with the 0.5 line dashed.
+function spark(h,now){
+  const W=160,H=32,x=t=>W-(now-t)/60000*W,y=p=>H-p*H;
+  const pts=h.map(([t,p])=>`${x(t).toFixed(1)},${y(p).toFixed(1)}`).join(' ');
+  return `<svg class="spark" width="${W}" height="${H}"><line x1="0" y1="${H/2}" x2="${W}" y2="${H/2}" stroke="rgb(136,68,68)" stroke-dasharray="4 3"/>`+
+    `<polyline fill="none" stroke="rgb(238,238,238)" stroke-width="1.5" points="${pts}"/></svg>`;
+}
 async function tick(){
   try{
     const s=await (await fetch('/status.json'+location.search,{cache:'no-store'})).json();
@@ -728,8 +738,15 @@ async function tick(){
       `source ${s.source} · ${s.input_fps.toFixed(1)} fps in · ${s.processed_fps.toFixed(1)} fps processed · `+
       `${s.frames_processed} frames · ${s.dropped} dropped · analysis ${s.analysis_latency_ms.toFixed(0)} ms`+
       (s.source_lost?' · SOURCE LOST':'');
+    const now=Date.now();
+    for(const t of s.tracks){
+      if(t.score===null||t.score===undefined)continue;
+      const h=(hist[t.id]=hist[t.id]||[]);h.push([now,t.score]);
+      while(h.length&&now-h[0][0]>60000)h.shift();
+    }
     document.getElementById('tracks').innerHTML=s.tracks.map(t=>
-      `<tr class="track"><td>#${t.id}</td><td class="${t.label}">${t.label}</td><td>${fmt(t.score)}</td><td>${t.frames}</td></tr>`).join('');
+      `<tr class="track"><td>#${t.id}</td><td class="${t.label}">${t.label}</td><td>${fmt(t.score)}</td><td>${t.frames}</td>`+
+      `<td>${spark(hist[t.id]||[],now)}</td></tr>`).join('');
   }catch(e){document.getElementById('figures').textContent='disconnected'}
 }
 setInterval(tick,500);tick();
