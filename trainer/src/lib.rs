@@ -25,6 +25,7 @@ mod plot;
 mod quantize;
 mod rng;
 mod sbi;
+pub mod sequence;
 mod signing;
 mod standardize;
 mod triplet;

@@ -272,6 +272,66 @@ pub fn logistic_model(weights: &[f32], bias: f32) -> Result<ModelProto> {
     ))
 }
 
+/// The GRU sequence scorer as ONNX: input `sequence` `[1, T, inputs]`
+/// (one track, oldest step first), output `logit` `[1, 1]`. `steps` fixes T
+/// in the input's shape (`None`: any length). The batch is fixed at 1:
+/// tract 0.23.9 panics wiring a GRU whose batch is symbolic and which has
+/// no initial state (`ops/rec/common.rs`), and a track is scored on its own.
+pub fn gru_model(g: &crate::sequence::GruWeights, steps: Option<usize>) -> Result<ModelProto> {
+    let (i, h) = (g.inputs, g.hidden);
+    ensure!(
+        g.w.len() == 3 * h * i
+            && g.r.len() == 3 * h * h
+            && g.wb.len() == 3 * h
+            && g.rb.len() == 3 * h
+            && g.out_w.len() == h,
+        "GRU weights have the wrong sizes"
+    );
+    let mut b = Builder {
+        nodes: vec![],
+        inits: vec![],
+    };
+    b.inits.push(tensor("gru.W", &[1, 3 * h, i], &g.w));
+    b.inits.push(tensor("gru.R", &[1, 3 * h, h], &g.r));
+    let bias: Vec<f32> = g.wb.iter().chain(&g.rb).copied().collect();
+    b.inits.push(tensor("gru.B", &[1, 6 * h], &bias));
+    b.inits.push(i64_tensor("shape_nh", &[-1, h as i64]));
+    b.node(
+        "Transpose",
+        &["sequence"],
+        "time_major",
+        vec![ints_attr("perm", vec![1, 0, 2])],
+    );
+    b.nodes.push(NodeProto {
+        op_type: "GRU".into(),
+        name: "gru".into(),
+        input: ["time_major", "gru.W", "gru.R", "gru.B"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        output: vec![String::new(), "last".into()],
+        attribute: vec![
+            int_attr("hidden_size", h as i64),
+            int_attr("linear_before_reset", 1),
+        ],
+        ..Default::default()
+    });
+    b.node("Reshape", &["last", "shape_nh"], "last_nh", vec![]);
+    let out = Dense {
+        weight: g.out_w.clone(),
+        bias: vec![g.out_b],
+        inputs: h,
+        outputs: 1,
+    };
+    let logit = b.gemm("last_nh", &out, "logit")?;
+    debug_assert_eq!(logit, "logit");
+    Ok(b.model(
+        "gru_sequence",
+        value_info("sequence", &[Some(1), steps, Some(i)]),
+        value_info("logit", &[Some(1), Some(1)]),
+    ))
+}
+
 /// The random forest as ONNX: `TreeEnsembleClassifier` (domain `ai.onnx.ml`,
 /// `BRANCH_LEQ` nodes, each leaf weighted `(1 − p, p) / trees` so the summed
 /// scores are the forest's mean) followed by a Slice of the fake column:
