@@ -19,8 +19,10 @@ use crate::error::Result;
 use crate::frame::Frame;
 use crate::perception::{Face, Perception, PerceptionTimings};
 use crate::score::Scorer;
+use crate::sequence::TrackSequence;
 use crate::track::{Tracker, TrackerConfig};
 use crate::verdict::{Aggregator, Decision, LabelChange, Verdict, VerdictStream};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,7 @@ impl DeepfakeDetector {
             tracker: Tracker::new(self.tracker),
             aggregator: Aggregator::new(self.decision),
             stream: VerdictStream::new(),
+            sequences: BTreeMap::new(),
             frames: 0,
             faces: 0,
             live: false,
@@ -189,6 +192,8 @@ pub struct Session {
     tracker: Tracker,
     aggregator: Aggregator,
     stream: VerdictStream,
+    /// The newest steps of each track on screen (see [`crate::sequence`]).
+    sequences: BTreeMap<u32, TrackSequence>,
     frames: usize,
     faces: usize,
     live: bool,
@@ -238,12 +243,24 @@ impl Session {
                 self.aggregator.remove(*id);
             }
         }
+        // A track that ended is not continued: its sequence goes (so memory
+        // is bounded by the tracks on screen).
+        for id in &update.ended {
+            self.sequences.remove(id);
+        }
+        let frame = self.frames as u64;
         self.frames += 1;
         self.faces += faces.len();
         let mut out = Vec::with_capacity(faces.len());
         for ((face, p), id) in faces.into_iter().zip(scores).zip(update.ids) {
             if let Some(id) = id {
                 self.aggregator.add(id, p);
+                self.sequences.entry(id).or_default().push(
+                    frame,
+                    face.detection.bbox,
+                    &face.embedding,
+                    p,
+                );
             }
             out.push(ScoredFace {
                 face,
@@ -265,6 +282,11 @@ impl Session {
     /// Frames processed.
     pub fn frames(&self) -> usize {
         self.frames
+    }
+
+    /// The newest steps of track `id`, while it is on screen.
+    pub fn sequence(&self, id: u32) -> Option<&TrackSequence> {
+        self.sequences.get(&id)
     }
 
     /// Faces scored.

@@ -38,6 +38,7 @@ pub mod resample;
 pub mod runtime;
 pub mod sampling;
 pub mod score;
+pub mod sequence;
 pub mod track;
 pub mod verdict;
 #[cfg(feature = "gst")]

@@ -187,3 +187,44 @@ fn workers_and_capture_threads_share_it_without_losing_frames() {
         assert_eq!(s.errors, 0);
     }
 }
+
+/// Every track of a session keeps its sequence of steps; the sequence ends
+/// with the track.
+#[test]
+fn tracks_keep_their_sequences_while_on_screen() {
+    let det = detector();
+    let mut s = det.live_session();
+    let frame = t1();
+    let mut scores = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        for f in s.step(&frame).unwrap().faces {
+            scores
+                .entry(f.track.unwrap())
+                .or_insert_with(Vec::new)
+                .push(f.p_fake);
+        }
+    }
+    assert_eq!(scores.len(), 6);
+    for (id, ps) in &scores {
+        let seq = s.sequence(*id).unwrap();
+        assert_eq!(seq.len(), 3);
+        let frames: Vec<u64> = seq.steps().map(|st| st.frame).collect();
+        assert_eq!(frames, [0, 1, 2]);
+        for (st, p) in seq.steps().zip(ps) {
+            assert!((st.features[0] - fakewatch_sdk::sequence::logit(*p)).abs() < 1e-5);
+        }
+        // The same still frame: no motion, no change of appearance.
+        for st in seq.steps().skip(1) {
+            assert!(st.features[1..].iter().all(|v| v.abs() < 1e-4), "{st:?}");
+        }
+        assert_eq!(
+            seq.window(3).unwrap().len(),
+            3 * fakewatch_sdk::sequence::FEATURES
+        );
+    }
+    // Frames without faces end the tracks, and their sequences with them.
+    for _ in 0..40 {
+        s.step(&blank()).unwrap();
+    }
+    assert!(scores.keys().all(|id| s.sequence(*id).is_none()));
+}

@@ -1,0 +1,172 @@
+//! Per-track sequences: each track keeps its last [`CAPACITY`] analysed
+//! frames as fixed-size feature rows (`heapless`), the input of a sequence
+//! model (the paper's LSTM/GRU baseline, issue 26) that looks at how a face
+//! changes over time where a frame model sees one frame at a time.
+//!
+//! The features of a step (`track-motion-v1`, in [`FEATURE_NAMES`] order):
+//! the frame classifier's logit, the box centre's move since the track's
+//! previous step (in box widths / heights), the change of the box's log
+//! width and log height, and how much the face's embedding changed
+//! (1 − cosine). A track's first step has no previous one: its changes
+//! are 0. Scan, live mode and the C ABI fill them through [`crate::Session`]
+//! alike, and the trainer reads them the same way.
+
+use heapless::Deque;
+
+use crate::embed::Embedding;
+use crate::geometry::BBox;
+
+/// Features per step.
+pub const FEATURES: usize = 6;
+/// Steps a track keeps (its newest ones).
+pub const CAPACITY: usize = 32;
+/// Name of the feature set (stored with a sequence model).
+pub const FEATURE_SET: &str = "track-motion-v1";
+/// What each feature is, in order.
+pub const FEATURE_NAMES: [&str; FEATURES] = [
+    "frame_logit",
+    "centre_dx",
+    "centre_dy",
+    "log_width_change",
+    "log_height_change",
+    "appearance_change",
+];
+/// Probabilities are clamped this far from 0 and 1 before the logit.
+const P_EPS: f32 = 1e-6;
+
+/// One analysed frame of a track.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SequenceStep {
+    /// The session's frame number (0 for its first analysed frame).
+    pub frame: u64,
+    /// The features, in [`FEATURE_NAMES`] order.
+    pub features: [f32; FEATURES],
+}
+
+/// The newest steps of one track.
+#[derive(Debug, Clone, Default)]
+pub struct TrackSequence {
+    steps: Deque<SequenceStep, CAPACITY>,
+    last_box: Option<BBox>,
+    last_embedding: Option<Embedding>,
+}
+
+/// `ln(p / (1 − p))`, with `p` kept inside `[P_EPS, 1 − P_EPS]`.
+pub fn logit(p: f32) -> f32 {
+    let p = p.clamp(P_EPS, 1.0 - P_EPS);
+    (p / (1.0 - p)).ln()
+}
+
+impl TrackSequence {
+    /// Adds the track's face in session frame `frame`: its box, embedding
+    /// and P(fake) from the frame classifier. The oldest step goes when
+    /// [`CAPACITY`] are kept.
+    pub fn push(&mut self, frame: u64, bbox: BBox, embedding: &Embedding, p_fake: f32) {
+        let (w, h) = (bbox.width().max(1.0), bbox.height().max(1.0));
+        let mut features = [0f32; FEATURES];
+        features[0] = logit(p_fake);
+        if let Some(prev) = self.last_box {
+            let (pw, ph) = (prev.width().max(1.0), prev.height().max(1.0));
+            let centre = |b: &BBox| ((b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0);
+            let ((cx, cy), (px, py)) = (centre(&bbox), centre(&prev));
+            features[1] = (cx - px) / pw;
+            features[2] = (cy - py) / ph;
+            features[3] = (w / pw).ln();
+            features[4] = (h / ph).ln();
+        }
+        if let Some(prev) = &self.last_embedding {
+            let dot: f32 = prev.0.iter().zip(&embedding.0).map(|(a, b)| a * b).sum();
+            features[5] = 1.0 - dot;
+        }
+        if self.steps.is_full() {
+            self.steps.pop_front();
+        }
+        // Room was made above.
+        let _ = self.steps.push_back(SequenceStep { frame, features });
+        self.last_box = Some(bbox);
+        self.last_embedding = Some(embedding.clone());
+    }
+
+    /// Steps kept.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether no step is kept.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The kept steps, oldest first.
+    pub fn steps(&self) -> impl Iterator<Item = &SequenceStep> {
+        self.steps.iter()
+    }
+
+    /// The newest `n` steps' features, oldest first, row-major
+    /// (`n × FEATURES`), or `None` with fewer than `n` kept (or `n` 0).
+    pub fn window(&self, n: usize) -> Option<Vec<f32>> {
+        if n == 0 || n > self.steps.len() {
+            return None;
+        }
+        Some(
+            self.steps
+                .iter()
+                .skip(self.steps.len() - n)
+                .flat_map(|s| s.features)
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bx(x: f32, y: f32, w: f32, h: f32) -> BBox {
+        BBox {
+            x1: x,
+            y1: y,
+            x2: x + w,
+            y2: y + h,
+        }
+    }
+
+    #[test]
+    fn steps_measure_motion_scale_and_appearance() {
+        let mut s = TrackSequence::default();
+        let a = Embedding(vec![1.0, 0.0]);
+        let b = Embedding(vec![0.0, 1.0]);
+        s.push(0, bx(100.0, 50.0, 40.0, 50.0), &a, 0.5);
+        // Moved right by a quarter width, twice as tall, another face.
+        s.push(3, bx(110.0, 25.0, 40.0, 100.0), &b, 0.9);
+        let steps: Vec<_> = s.steps().copied().collect();
+        assert_eq!(
+            steps[0].features, [0.0; FEATURES],
+            "nothing before the first"
+        );
+        let f = steps[1].features;
+        assert_eq!(steps[1].frame, 3);
+        assert!((f[0] - logit(0.9)).abs() < 1e-6);
+        assert!((f[1] - 0.25).abs() < 1e-6, "{f:?}");
+        assert!(f[2].abs() < 1e-6, "the centre stayed at the same height");
+        assert!(f[3].abs() < 1e-6 && (f[4] - 2f32.ln()).abs() < 1e-6);
+        assert!((f[5] - 1.0).abs() < 1e-6, "orthogonal embeddings");
+        assert_eq!(s.window(2).map(|w| w.len()), Some(2 * FEATURES));
+        assert_eq!(s.window(3), None);
+        assert_eq!(s.window(0), None);
+        assert!(logit(0.0).is_finite() && logit(1.0).is_finite());
+    }
+
+    #[test]
+    fn keeps_the_newest_steps() {
+        let mut s = TrackSequence::default();
+        let e = Embedding(vec![1.0]);
+        for k in 0..CAPACITY as u64 + 5 {
+            s.push(k, bx(0.0, 0.0, 10.0, 10.0), &e, 0.5);
+        }
+        assert_eq!(s.len(), CAPACITY);
+        assert_eq!(s.steps().next().map(|st| st.frame), Some(5));
+        let w = s.window(2).unwrap();
+        assert_eq!(w.len(), 2 * FEATURES);
+    }
+}
