@@ -192,7 +192,7 @@ impl Timeline {
         );
         for (k, s) in self.suspects.iter().enumerate() {
             let left = 80 + k as u32 * (CROP_SIDE + 60);
-            blit(&mut f, &s.crop, left, top as u32);
+            fakewatch_sdk::draw::blit(&mut f, &s.crop, left, top as u32);
             let when = if self.timed {
                 format!("t {:.2} s", s.t)
             } else {
@@ -267,44 +267,9 @@ pub fn save(f: &Frame, path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A `CROP_SIDE`² nearest-neighbour thumbnail of the square around `b`
-/// (with context), cut at the frame's edges; `None` for an empty box.
+/// A [`CROP_SIDE`]² crop around a face box, with context.
 fn thumbnail(frame: &Frame, b: &BBox) -> Option<Frame> {
-    let side = (b.x2 - b.x1).max(b.y2 - b.y1) * CROP_CONTEXT;
-    if side.is_nan() || side <= 1.0 {
-        return None;
-    }
-    let (cx, cy) = ((b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0);
-    let (x0, y0) = (cx - side / 2.0, cy - side / 2.0);
-    let mut out = Frame::filled(CROP_SIDE, CROP_SIDE, [0, 0, 0]).ok()?;
-    let step = side / CROP_SIDE as f32;
-    for y in 0..CROP_SIDE {
-        let sy = y0 + (y as f32 + 0.5) * step;
-        if sy < 0.0 || sy >= frame.height() as f32 {
-            continue;
-        }
-        for x in 0..CROP_SIDE {
-            let sx = x0 + (x as f32 + 0.5) * step;
-            if sx < 0.0 || sx >= frame.width() as f32 {
-                continue;
-            }
-            if let Some(p) = frame.pixel(sx as u32, sy as u32) {
-                out.set_pixel(x, y, p);
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Copies `src` into `dst` with its top-left corner at `(left, top)`.
-fn blit(dst: &mut Frame, src: &Frame, left: u32, top: u32) {
-    for y in 0..src.height() {
-        for x in 0..src.width() {
-            if let Some(p) = src.pixel(x, y) {
-                dst.set_pixel(left + x, top + y, p);
-            }
-        }
-    }
+    fakewatch_sdk::draw::thumbnail(frame, b, CROP_SIDE, CROP_CONTEXT)
 }
 
 #[cfg(test)]

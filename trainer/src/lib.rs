@@ -28,6 +28,8 @@ mod sbi;
 pub mod sequence;
 mod signing;
 mod standardize;
+#[cfg(feature = "gst")]
+mod temporal;
 mod triplet;
 mod tsne;
 
@@ -94,6 +96,12 @@ enum Command {
     /// Time the forward and backward pass of one fine-tuning step on seeded
     /// random crops and print the medians (ms).
     FinetuneBench(finetune::BenchArgs),
+    /// Temporal fakes from real clips (self-blends that flicker, hold or
+    /// jump), the SDK's per-track sequences of them, a GRU sequence model
+    /// trained on some clips and compared with the frame model on the
+    /// others (and on a labelled clip folder); needs GStreamer.
+    #[cfg(feature = "gst")]
+    Temporal(temporal::TemporalArgs),
     /// Post-training int8 quantization of a trained bundle: calibrates on its
     /// train split, writes QDQ ONNX for the backbone and head and a `…-int8`
     /// bundle with its own test metrics beside the fp32 ones.
@@ -144,6 +152,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => fit::run(a, backend.as_ref()),
         Command::Finetune(a) => finetune::run(a, backend.as_ref()),
         Command::FinetuneBench(a) => finetune::bench(a),
+        #[cfg(feature = "gst")]
+        Command::Temporal(a) => temporal::run(a, backend.as_ref()),
         Command::Quantize(a) => int8::run(a, backend.as_ref()),
         Command::Keygen { out } => {
             let public = signing::keygen(&out)?;
