@@ -117,7 +117,11 @@ impl StreamView {
     fn new(name: String) -> Self {
         Self {
             name,
-            status: Mutex::new(Status::default()),
+            // Until its first frame a stream is "unknown", not blank.
+            status: Mutex::new(Status {
+                label: "unknown",
+                ..Status::default()
+            }),
             jpeg: Mutex::new(Jpeg {
                 generation: 0,
                 data: Arc::new(Vec::new()),
