@@ -771,6 +771,17 @@ impl Drop for Camera {
     }
 }
 
+/// A child process that is killed when the test ends, passing or failing,
+/// so a failed assertion leaves no `fakewatch run --loop` behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An events file a running `fakewatch run` appends to.
 struct EventLog(PathBuf);
 
@@ -1018,28 +1029,30 @@ fn a_stream_whose_camera_is_down_is_retried_while_the_others_go_on() {
     let faces = make_clip(&photo(), 24, &dir.join("faces.avi"));
     let port = free_port();
     let events_file = dir.join("events.ndjson");
-    let mut app = fakewatch()
-        .args(["run", "--source"])
-        .arg(format!("door=http://127.0.0.1:{port}/stream.mjpg"))
-        .arg("--source")
-        .arg(format!("desk={}", faces.display()))
-        .arg("--source")
-        .arg(format!("hall={}", faces.display()))
-        // Unpaced: the clips are analysed in order in their own loops (every
-        // 4th frame, whatever the machine's load); the camera stream is live.
-        .args([
-            "--no-pace",
-            "--detect-every",
-            "4",
-            "--stats-interval",
-            "0.5",
-        ])
-        .arg("--events")
-        .arg(&events_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut app = Running(
+        fakewatch()
+            .args(["run", "--source"])
+            .arg(format!("door=http://127.0.0.1:{port}/stream.mjpg"))
+            .arg("--source")
+            .arg(format!("desk={}", faces.display()))
+            .arg("--source")
+            .arg(format!("hall={}", faces.display()))
+            // Unpaced: the clips are analysed in order in their own loops (every
+            // 4th frame, whatever the machine's load); the camera stream is live.
+            .args([
+                "--no-pace",
+                "--detect-every",
+                "4",
+                "--stats-interval",
+                "0.5",
+            ])
+            .arg("--events")
+            .arg(&events_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let log = EventLog(events_file.clone());
     let read = || log.read();
     let wait_for = |what: &str, ok: &dyn Fn(&[Value]) -> bool| log.wait_for(what, ok);
@@ -1062,9 +1075,9 @@ fn a_stream_whose_camera_is_down_is_retried_while_the_others_go_on() {
             .any(|e| e["event"] == "verdict_changed" && e["stream"] == "door")
     });
     unsafe {
-        libc::kill(app.id() as i32, libc::SIGTERM);
+        libc::kill(app.0.id() as i32, libc::SIGTERM);
     }
-    let status = app.wait().unwrap();
+    let status = app.0.wait().unwrap();
     assert!(status.success());
     let events = read();
     let retries: Vec<u64> = events
@@ -1122,19 +1135,21 @@ fn the_grid_page_shows_every_stream_in_a_browser() {
     let dir = scratch("run-grid");
     let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
     let port = free_port();
-    let mut app = fakewatch()
-        .args(["run", "--source"])
-        .arg(format!("cam1={}", clip.display()))
-        .arg("--source")
-        .arg(format!("cam2={}", clip.display()))
-        .args(["--loop", "--detect-every", "6", "--events"])
-        .arg(dir.join("events.ndjson"))
-        .arg("--http")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut app = Running(
+        fakewatch()
+            .args(["run", "--source"])
+            .arg(format!("cam1={}", clip.display()))
+            .arg("--source")
+            .arg(format!("cam2={}", clip.display()))
+            .args(["--loop", "--detect-every", "6", "--events"])
+            .arg(dir.join("events.ndjson"))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // A verdict and tracks on screen in both (a stream that has not started
     // yet reports an empty status).
     wait_for_status(port, |s| {
@@ -1185,9 +1200,9 @@ fn the_grid_page_shows_every_stream_in_a_browser() {
     );
     eprintln!("grid page screenshot: {}", shot.display());
     unsafe {
-        libc::kill(app.id() as i32, libc::SIGTERM);
+        libc::kill(app.0.id() as i32, libc::SIGTERM);
     }
-    let status = app.wait().unwrap();
+    let status = app.0.wait().unwrap();
     assert!(status.success());
     let events = ndjson(&std::fs::read(dir.join("events.ndjson")).unwrap());
     let s = events.last().unwrap();
