@@ -153,9 +153,16 @@ impl Perception {
     pub fn analyze_timed(&self, frame: &Frame) -> Result<(Vec<Face>, PerceptionTimings)> {
         let (dets, detect) = self.detector.detect_timed(frame)?;
         let t = Instant::now();
-        let outs = self.embedder.describe_detections(frame, &dets)?;
+        let faces = self.faces_at(frame, dets)?;
         let embed = t.elapsed();
-        let faces = dets
+        Ok((faces, PerceptionTimings { detect, embed }))
+    }
+
+    /// The faces of `frame` at detections found elsewhere (for example in
+    /// another version of the same frame): embedded, with pooled features.
+    pub fn faces_at(&self, frame: &Frame, dets: Vec<Detection>) -> Result<Vec<Face>> {
+        let outs = self.embedder.describe_detections(frame, &dets)?;
+        Ok(dets
             .into_iter()
             .zip(outs)
             .map(|(detection, o)| Face {
@@ -163,7 +170,6 @@ impl Perception {
                 embedding: o.embedding,
                 features: o.features,
             })
-            .collect();
-        Ok((faces, PerceptionTimings { detect, embed }))
+            .collect())
     }
 }

@@ -185,11 +185,7 @@ impl Panel {
                 .draw(&mut c);
         }
         if markers {
-            for p in pts {
-                let _ = Circle::with_center(self.to_px(p.0, p.1), 5)
-                    .into_styled(PrimitiveStyle::with_fill(color))
-                    .draw(&mut c);
-            }
+            self.dots(f, pts, color);
         }
     }
 

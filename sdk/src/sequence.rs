@@ -84,7 +84,11 @@ impl TrackSequence {
         // Room was made above.
         let _ = self.steps.push_back(SequenceStep { frame, features });
         self.last_box = Some(bbox);
-        self.last_embedding = Some(embedding.clone());
+        // Per face and frame: reuse the previous embedding's buffer.
+        match &mut self.last_embedding {
+            Some(e) => e.0.clone_from(&embedding.0),
+            None => self.last_embedding = Some(embedding.clone()),
+        }
     }
 
     /// Steps kept.

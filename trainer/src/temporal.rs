@@ -104,18 +104,11 @@ fn largest(dets: Vec<Detection>) -> Option<Detection> {
 
 /// A face of `frame` at `det`, scored: its P(fake) from the bundle.
 fn scored(det: &DeepfakeDetector, frame: &Frame, d: &Detection) -> Result<(Face, f32)> {
-    let out = det
+    let face = det
         .perception()
-        .embedder()
-        .describe_detections(frame, std::slice::from_ref(d))?
-        .into_iter()
-        .next()
+        .faces_at(frame, vec![*d])?
+        .pop()
         .context("no embedding")?;
-    let face = Face {
-        detection: *d,
-        embedding: out.embedding,
-        features: out.features,
-    };
     let p = det
         .score_faces(std::slice::from_ref(&face))?
         .first()
@@ -166,10 +159,14 @@ fn clip_steps(
                 Variant::Stable => Some(clip_seed),
                 Variant::Jump => Some(clip_seed ^ u64::from(read > a.frames / 2)),
             };
+            let blended;
             let shown = match blend_seed {
-                None => frame.clone(),
+                None => &frame,
                 Some(s) => match self_blend(&frame, &d, sbi, &mut Rng::new(s)) {
-                    Ok(b) => b.image,
+                    Ok(b) => {
+                        blended = b.image;
+                        &blended
+                    }
                     Err(e) => {
                         log::debug!("{name}: {e}");
                         continue;
@@ -178,14 +175,13 @@ fn clip_steps(
             };
             if let Some(st) = strip.as_deref_mut() {
                 if st.iter().filter(|(v, _)| v == variant).count() < STRIP_FRAMES {
-                    if let Some(t) =
-                        fakewatch_sdk::draw::thumbnail(&shown, &d.bbox, STRIP_TILE, 1.2)
+                    if let Some(t) = fakewatch_sdk::draw::thumbnail(shown, &d.bbox, STRIP_TILE, 1.2)
                     {
                         st.push((*variant, t));
                     }
                 }
             }
-            let (face, p) = scored(det, &shown, &d)?;
+            let (face, p) = scored(det, shown, &d)?;
             seq.push(read as u64, face.detection.bbox, &face.embedding, p);
             if let Some(last) = seq.steps().last() {
                 rows.push(last.features);
