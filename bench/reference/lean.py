@@ -114,27 +114,46 @@ def main():
     ap.add_argument("--bundle", default="models/default")
     ap.add_argument("--frames", type=int, default=25)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--profile", action="store_true",
+                    help="also time decode, MTCNN, crops and backbone + classifier (stderr)")
     a = ap.parse_args()
     cv2.setNumThreads(a.threads)
     t_load = time.perf_counter()
     lean = Lean(a.bundle, a.threads)
     load = time.perf_counter() - t_load
     total = 0.0
+    stages = {"decode": 0.0, "mtcnn": 0.0, "crop": 0.0, "backbone+classifier": 0.0}
     for v in a.inputs:
         t0 = time.perf_counter()
         crops, frames = [], 0
-        for _, img in sampled_frames(v, a.frames):
+        it = sampled_frames(v, a.frames)
+        while True:
+            t = time.perf_counter()
+            img = next(it, None)
+            stages["decode"] += time.perf_counter() - t
+            if img is None:
+                break
+            img = img[1]
             frames += 1
+            t = time.perf_counter()
             dets = lean.mtcnn.detect(img)
+            stages["mtcnn"] += time.perf_counter() - t
             if dets:
+                t = time.perf_counter()
                 b = max(dets, key=lambda d: (d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))[0]
                 crops.append(lean.crop(img, b))
+                stages["crop"] += time.perf_counter() - t
+        t = time.perf_counter()
         p = lean.scores(crops) if crops else np.array([])
+        stages["backbone+classifier"] += time.perf_counter() - t
         dt = time.perf_counter() - t0
         total += dt
         print(json.dumps({"video": v, "frames": frames, "faces": len(crops), "seconds": dt,
                           "score": float(np.clip(p.mean(), 0, 1)) if len(p) else None}))
     print(json.dumps({"videos": len(a.inputs), "seconds": total, "load_seconds": load}))
+    if a.profile:
+        for k, v in stages.items():
+            print(f"{k:<22} {v:7.3f} s  {100 * v / max(total, 1e-9):5.1f} %", file=sys.stderr)
 
 
 if __name__ == "__main__":

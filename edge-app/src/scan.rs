@@ -146,6 +146,12 @@ struct TrackOut {
     id: u32,
     score: f32,
     frames: usize,
+    /// The frame score alone, when `score` is fused with a sequence score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame_score: Option<f32>,
+    /// The bundle's sequence model's score of the track, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence_score: Option<f32>,
 }
 
 /// The §5 result object.
@@ -318,6 +324,8 @@ fn scan_one_with(
                 id: t.id,
                 score: t.score,
                 frames: t.frames,
+                frame_score: t.frame_score,
+                sequence_score: t.sequence_score,
             })
             .collect(),
         error: None,
@@ -347,10 +355,9 @@ fn scan_video(
     session: &mut Session,
     analyse: &mut impl FnMut(&mut Session, u64, &Frame) -> fakewatch_sdk::Result<()>,
 ) -> Result<VideoInfo> {
-    use fakewatch_sdk::sampling::Sampling;
-    let info = fakewatch_sdk::video::for_each_sampled(input, Sampling::Even(n), |i, f| {
-        analyse(session, i, &f)
-    })?;
+    let sampling = session.detector().file_sampling(n);
+    let info =
+        fakewatch_sdk::video::for_each_sampled(input, sampling, |i, f| analyse(session, i, &f))?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
     Ok(info)
 }
@@ -363,14 +370,14 @@ fn scan_video(
     session: &mut Session,
     analyse: &mut impl FnMut(&mut Session, u64, &Frame) -> fakewatch_sdk::Result<()>,
 ) -> Result<VideoInfo> {
-    use fakewatch_sdk::sampling::Sampling;
     if !input.to_ascii_lowercase().ends_with(".avi") {
         anyhow::bail!(
             "{input}: this build has no GStreamer (feature `gst`); it reads Motion-JPEG .avi only"
         );
     }
     let avi = fakewatch_sdk::avi::MjpegAvi::open(input)?;
-    let info = avi.for_each_sampled(Sampling::Even(n), |i, f| analyse(session, i, &f))?;
+    let sampling = session.detector().file_sampling(n);
+    let info = avi.for_each_sampled(sampling, |i, f| analyse(session, i, &f))?;
     anyhow::ensure!(session.frames() > 0, "no video frame could be decoded");
     Ok(info)
 }

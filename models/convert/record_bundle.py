@@ -81,6 +81,28 @@ else:
         "outputs": {"p_fake": ["N", 1]},
         "normalisation": "none: takes %s" % scored,
     }
+seq = b.get("sequence")
+if seq:
+    # A temporal bundle (fakewatch-train temporal --bundle-out): its own file is the sequence
+    # model; its frame models belong to the frame bundle it references.
+    st = training.get("sequence", {})
+    source = {
+        "produced_by": "fakewatch-train temporal (this repository)",
+        "command": script or "models/build_temporal.sh",
+        "config": st,
+        "frame_bundle": training.get("frame_bundle"),
+        "data": st.get("real_clips"),
+        "data_terms": "talking-head clips of ../shared/data/media: research-only; not in this repository",
+    }
+    entries[seq["file"]] = {
+        "role": "per-track sequence model (one-layer GRU, ONNX GRU op, standardisation inside)",
+        "input": {"name": "sequence", "shape": [1, seq["steps"], 6], "features": seq["features"]},
+        "outputs": {"logit": [1, 1]},
+        "normalisation": "none: takes the SDK's raw %s features (sdk/src/sequence.rs)" % seq["features"],
+        "fusion": seq["fusion"],
+    }
+    for k in [k for k in entries if k != seq["file"]]:
+        del entries[k]
 licences = {}
 def record_quantized(file, rec, spec):
     """The manifest entry of a quantized model file (a backbone or one of its branches)."""

@@ -13,6 +13,7 @@ use crate::align::AlignerConfig;
 use crate::embed::BackboneConfig;
 use crate::error::{Error, Result};
 use crate::mtcnn::{MtcnnConfig, DEFAULT_FACTOR};
+use crate::sequence::SequenceSpec;
 use crate::verdict::{Decision, DecisionSpec};
 
 /// The only bundle format this SDK reads.
@@ -104,6 +105,10 @@ pub struct BundleManifest {
     /// Decision rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionSpec>,
+    /// Per-track sequence model and its fusion with the frame score
+    /// (absent: frame scores alone, [`crate::sequence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceSpec>,
     /// Measured metrics of the bundle on its test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<serde_json::Value>,
@@ -129,6 +134,9 @@ impl BundleManifest {
         }
         if let Some(c) = &self.classifier {
             v.push(&c.file);
+        }
+        if let Some(q) = &self.sequence {
+            v.push(&q.file);
         }
         v
     }
@@ -330,6 +338,12 @@ impl Bundle {
         if let Some(d) = &m.decision {
             d.validate().map_err(|e| bad(format!("decision: {e}")))?;
         }
+        if let Some(q) = &m.sequence {
+            if m.classifier.is_none() {
+                return Err(bad("a sequence model needs the frame classifier".into()));
+            }
+            q.validate().map_err(|e| bad(format!("sequence: {e}")))?;
+        }
         for (name, want) in &m.files {
             let p = self.resolve(name)?;
             // Only regular files of bounded size are hashed: a manifest naming
@@ -384,6 +398,8 @@ impl Bundle {
 
     /// The bundle's decision rule (defaults where it states none).
     pub fn decision(&self) -> Decision {
-        Decision::from_spec(self.manifest.decision.as_ref())
+        let mut d = Decision::from_spec(self.manifest.decision.as_ref());
+        d.fusion = self.manifest.sequence.as_ref().map(|q| q.fusion);
+        d
     }
 }

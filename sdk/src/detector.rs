@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::frame::Frame;
 use crate::perception::{Face, Perception, PerceptionTimings};
 use crate::score::Scorer;
-use crate::sequence::TrackSequence;
+use crate::sequence::{SequenceScorer, TrackSequence};
 use crate::track::{Tracker, TrackerConfig};
 use crate::verdict::{Aggregator, Decision, LabelChange, Verdict, VerdictStream};
 use std::collections::BTreeMap;
@@ -42,6 +42,8 @@ pub struct ScoredFace {
 pub struct DeepfakeDetector {
     perception: Perception,
     scorer: Scorer,
+    /// The bundle's sequence model, if it has one.
+    sequence: Option<SequenceScorer>,
     decision: Decision,
     tracker: TrackerConfig,
 }
@@ -68,6 +70,7 @@ impl DeepfakeDetector {
         Arc::new(Self {
             perception,
             scorer,
+            sequence: None,
             decision,
             tracker: TrackerConfig::default(),
         })
@@ -81,6 +84,25 @@ impl DeepfakeDetector {
     /// The decision parameters.
     pub fn decision(&self) -> &Decision {
         &self.decision
+    }
+
+    /// The bundle's sequence model, if it has one.
+    pub fn sequence_model(&self) -> Option<&SequenceScorer> {
+        self.sequence.as_ref()
+    }
+
+    /// How `n` frames of a file are sampled: spread evenly, or, when the
+    /// bundle has a sequence model, as runs of its window at the frame step
+    /// it was trained on (so its windows see the motion it learnt).
+    pub fn file_sampling(&self, n: usize) -> crate::sampling::Sampling {
+        match &self.sequence {
+            Some(q) => crate::sampling::Sampling::Runs {
+                n,
+                run: q.steps(),
+                stride: q.frame_step(),
+            },
+            None => crate::sampling::Sampling::Even(n),
+        }
     }
 
     /// Classifier output of each face (the raw score the verdict module
@@ -157,6 +179,7 @@ impl DetectorBuilder<'_> {
         Ok(Arc::new(DeepfakeDetector {
             perception,
             scorer: Scorer::from_bundle(self.bundle, backend)?,
+            sequence: SequenceScorer::from_bundle(self.bundle, backend)?,
             decision: self.decision,
             tracker: self.tracker,
         }))
@@ -181,7 +204,7 @@ pub struct Step {
 pub struct StepTimings {
     /// Detection and embedding.
     pub perception: PerceptionTimings,
-    /// Head + classifier.
+    /// Head + classifier, and the sequence model where the bundle has one.
     pub score: Duration,
 }
 
@@ -234,7 +257,7 @@ impl Session {
     fn add_faces_step(&mut self, faces: Vec<Face>) -> Result<Step> {
         let t = Instant::now();
         let scores = self.detector.score_faces(&faces)?;
-        let score_time = t.elapsed();
+        let mut score_time = t.elapsed();
         let boxes: Vec<_> = faces.iter().map(|f| f.detection.bbox).collect();
         let embs: Vec<_> = faces.iter().map(|f| f.embedding.clone()).collect();
         let update = self.tracker.update(&boxes, Some(&embs));
@@ -255,12 +278,15 @@ impl Session {
         for ((face, p), id) in faces.into_iter().zip(scores).zip(update.ids) {
             if let Some(id) = id {
                 self.aggregator.add(id, p);
-                self.sequences.entry(id).or_default().push(
-                    frame,
-                    face.detection.bbox,
-                    &face.embedding,
-                    p,
-                );
+                let seq = self.sequences.entry(id).or_default();
+                seq.push(frame, face.detection.bbox, &face.embedding, p);
+                if let Some(model) = &self.detector.sequence {
+                    let t = Instant::now();
+                    if let Some(z) = model.logit(seq)? {
+                        self.aggregator.set_sequence(id, z);
+                    }
+                    score_time += t.elapsed();
+                }
             }
             out.push(ScoredFace {
                 face,

@@ -58,6 +58,17 @@ pub enum Sampling {
     Even(usize),
     /// The first `n` frames.
     First(usize),
+    /// Runs of `run` frames `stride` frames apart (what a sequence model
+    /// reads), the runs spread evenly over the clip: `n` frames rounded up
+    /// to whole runs.
+    Runs {
+        /// Frames wanted (rounded up to whole runs).
+        n: usize,
+        /// Frames per run.
+        run: usize,
+        /// Source frames between two frames of a run.
+        stride: usize,
+    },
     /// About `fps` frames per second of video, at most `max`.
     Rate {
         /// Frames per second of video time.
@@ -72,6 +83,7 @@ impl Sampling {
     pub fn max_frames(&self) -> usize {
         match *self {
             Self::Even(n) | Self::First(n) => n,
+            Self::Runs { n, run, .. } => n.div_ceil(run.max(1)) * run.max(1),
             Self::Rate { max, .. } => max,
         }
     }
@@ -81,6 +93,7 @@ impl Sampling {
         match *self {
             Self::Even(n) => format!("even{n}"),
             Self::First(n) => format!("first{n}"),
+            Self::Runs { n, run, stride } => format!("runs{n}x{run}s{stride}"),
             Self::Rate { fps, max } => format!("rate{fps}x{max}"),
         }
     }
@@ -93,6 +106,25 @@ impl Sampling {
                 _ => (0..n as u64).collect(),
             },
             Self::First(n) => (0..n as u64).collect(),
+            Self::Runs { n, run, stride } => {
+                let (run, stride) = (run.max(1), stride.max(1) as u64);
+                let runs = n.div_ceil(run);
+                let span = (run as u64 - 1) * stride + 1;
+                match info.frame_count() {
+                    Some(total) if total > span => {
+                        let mut v: Vec<u64> = even_indices(total - span + 1, runs)
+                            .into_iter()
+                            .flat_map(|start| (0..run as u64).map(move |k| start + k * stride))
+                            .collect();
+                        v.sort_unstable();
+                        v.dedup();
+                        v
+                    }
+                    // Shorter than one run (or unknown): one run from the start.
+                    Some(total) => (0..total).step_by(stride as usize).take(run).collect(),
+                    None => (0..run as u64).map(|k| k * stride).collect(),
+                }
+            }
             Self::Rate { fps, max } => {
                 let src = info
                     .fps
@@ -119,6 +151,25 @@ mod tests {
         assert_eq!(even_indices(3, 5), vec![0, 1, 2]);
         assert!(even_indices(0, 5).is_empty());
         assert!(even_indices(10, 0).is_empty());
+    }
+
+    #[test]
+    fn runs_are_spread_and_keep_their_stride() {
+        let info = |frames| VideoInfo {
+            frames: Some(frames),
+            ..VideoInfo::default()
+        };
+        let s = Sampling::Runs {
+            n: 5,
+            run: 3,
+            stride: 2,
+        };
+        assert_eq!(s.max_frames(), 6);
+        // Starts spread over the 100 − 5 + 1 = 96 valid starts: 24 and 72.
+        assert_eq!(s.indices(&info(100)), vec![24, 26, 28, 72, 74, 76]);
+        assert_eq!(s.indices(&info(4)), vec![0, 2], "shorter than one run");
+        assert_eq!(s.indices(&VideoInfo::default()), vec![0, 2, 4]);
+        assert_eq!(s.tag(), "runs5x3s2");
     }
 
     #[test]

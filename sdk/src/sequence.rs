@@ -10,10 +10,24 @@
 //! (1 − cosine). A track's first step has no previous one: its changes
 //! are 0. Scan, live mode and the C ABI fill them through [`crate::Session`]
 //! alike, and the trainer reads them the same way.
+//!
+//! A bundle may carry a sequence model ([`SequenceSpec`]): an ONNX file that
+//! turns a track's newest [`SequenceSpec::steps`] steps into a logit, and a
+//! [`Fusion`] rule, learned on validation clips, that combines it with the
+//! track's frame score. [`crate::Session`] runs it for every track with
+//! enough steps and the verdict module fuses the two
+//! ([`crate::verdict::Aggregator`]); a bundle without one behaves as if
+//! there were no sequences.
+
+use std::sync::Arc;
 
 use heapless::Deque;
+use serde::{Deserialize, Serialize};
 
+use crate::backend::{Backend, InferenceModel, ShapePolicy, Tensor};
+use crate::bundle::Bundle;
 use crate::embed::Embedding;
+use crate::error::{Error, Result};
 use crate::geometry::BBox;
 
 /// Features per step.
@@ -91,6 +105,17 @@ impl TrackSequence {
         }
     }
 
+    /// Adds a step of features made elsewhere (a replay of recorded
+    /// steps); the next [`Self::push`] still measures its changes from the
+    /// last face pushed through it.
+    pub fn push_features(&mut self, frame: u64, features: [f32; FEATURES]) {
+        if self.steps.is_full() {
+            self.steps.pop_front();
+        }
+        // Room was made above.
+        let _ = self.steps.push_back(SequenceStep { frame, features });
+    }
+
     /// Steps kept.
     pub fn len(&self) -> usize {
         self.steps.len()
@@ -119,6 +144,152 @@ impl TrackSequence {
                 .flat_map(|s| s.features)
                 .collect(),
         )
+    }
+}
+
+/// How a track's frame score and its sequence model's logit combine:
+/// `P(fake) = σ(frame · logit(p) + sequence · z + bias)`, where `p` is the
+/// track's (calibrated) frame score and `z` the sequence logit. A logistic
+/// regression on validation clips fits the three numbers; `frame 1,
+/// sequence 0, bias 0` is the frame score unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fusion {
+    /// Weight of the frame score's logit.
+    pub frame: f32,
+    /// Weight of the sequence model's logit.
+    pub sequence: f32,
+    /// Offset.
+    pub bias: f32,
+}
+
+impl Fusion {
+    /// The rule that ignores the sequence model.
+    pub const FRAME_ONLY: Self = Self {
+        frame: 1.0,
+        sequence: 0.0,
+        bias: 0.0,
+    };
+
+    /// The fused P(fake) of frame score `p` and sequence logit `z`.
+    pub fn apply(&self, p: f32, z: f32) -> f32 {
+        crate::verdict::sigmoid(self.frame * logit(p) + self.sequence * z + self.bias)
+    }
+
+    /// Every weight must be finite.
+    pub fn validate(&self) -> Result<()> {
+        if [self.frame, self.sequence, self.bias]
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "fusion weights must be finite ({self:?})"
+            )))
+        }
+    }
+}
+
+/// The `sequence` section of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// ONNX file: input `[1, steps, FEATURES]` raw features, output the logit.
+    pub file: String,
+    /// Feature set the model reads (must be [`FEATURE_SET`]).
+    pub features: String,
+    /// Steps per window (at most [`CAPACITY`]).
+    pub steps: usize,
+    /// Source frames between two steps of the training windows (how densely
+    /// the model expects a track to be analysed; informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_step: Option<usize>,
+    /// How its logit combines with the frame score.
+    pub fusion: Fusion,
+}
+
+impl SequenceSpec {
+    /// Checks the feature set, the window and the fusion weights.
+    pub fn validate(&self) -> Result<()> {
+        if self.features != FEATURE_SET {
+            return Err(Error::config(format!(
+                "sequence model reads feature set {:?}; this SDK makes {FEATURE_SET:?}",
+                self.features
+            )));
+        }
+        if self.steps < 2 || self.steps > CAPACITY {
+            return Err(Error::config(format!(
+                "sequence window of {} steps: it must be 2 to {CAPACITY}",
+                self.steps
+            )));
+        }
+        self.fusion.validate()
+    }
+}
+
+/// A bundle's sequence model, loaded: scores a track's newest window.
+pub struct SequenceScorer {
+    model: Arc<dyn InferenceModel>,
+    steps: usize,
+    frame_step: usize,
+    fusion: Fusion,
+}
+
+impl std::fmt::Debug for SequenceScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SequenceScorer")
+            .field("model", &self.model.name())
+            .field("steps", &self.steps)
+            .field("fusion", &self.fusion)
+            .finish()
+    }
+}
+
+impl SequenceScorer {
+    /// The bundle's sequence model, or `None` when it has none.
+    pub fn from_bundle(bundle: &Bundle, backend: &dyn Backend) -> Result<Option<Self>> {
+        let Some(spec) = &bundle.manifest().sequence else {
+            return Ok(None);
+        };
+        let model = backend.load(&bundle.resolve(&spec.file)?, ShapePolicy::FixedBatch(1))?;
+        Ok(Some(Self {
+            model,
+            steps: spec.steps,
+            frame_step: spec.frame_step.unwrap_or(1).max(1),
+            fusion: spec.fusion,
+        }))
+    }
+
+    /// Steps per window.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Source frames between two steps of its training windows (1 when the
+    /// bundle does not say).
+    pub fn frame_step(&self) -> usize {
+        self.frame_step
+    }
+
+    /// The fusion rule.
+    pub fn fusion(&self) -> Fusion {
+        self.fusion
+    }
+
+    /// The logit of the track's newest window, `None` while it has fewer
+    /// steps than the window.
+    pub fn logit(&self, seq: &TrackSequence) -> Result<Option<f32>> {
+        let Some(w) = seq.window(self.steps) else {
+            return Ok(None);
+        };
+        let x = Tensor::new(vec![1, self.steps, FEATURES], w)?;
+        let out = self.model.run(&x)?;
+        match out.first().and_then(|t| t.data.first()) {
+            Some(z) if z.is_finite() => Ok(Some(*z)),
+            Some(_) => Err(Error::model(self.model.name(), "non-finite sequence logit")),
+            None => Err(Error::model(self.model.name(), "gave no output")),
+        }
     }
 }
 

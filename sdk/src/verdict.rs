@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::sequence::Fusion;
 
 /// Decision threshold when a bundle states none (also the threshold of every
 /// calibrated bundle: its score is P(fake)).
@@ -278,6 +279,9 @@ pub struct Decision {
     /// Frames a video must yield before it gets a verdict (capped at
     /// [`Decision::frames`]); see [`Decision::video_verdict`].
     pub min_video_frames: usize,
+    /// How a track's sequence logit combines with its frame score (the
+    /// bundle's sequence section; `None`: frame scores alone).
+    pub fusion: Option<Fusion>,
 }
 
 impl Default for Decision {
@@ -302,6 +306,7 @@ impl Decision {
             calibration: spec.and_then(|d| d.calibration),
             hysteresis: spec.and_then(|d| d.hysteresis).unwrap_or_default(),
             min_video_frames: spec.and_then(|d| d.min_video_frames).unwrap_or(1),
+            fusion: None,
         }
     }
 
@@ -373,8 +378,17 @@ impl Decision {
 pub struct TrackVerdict {
     /// Track id.
     pub id: u32,
-    /// Reported score of the track's window mean: P(fake) when calibrated.
+    /// Reported score of the track: its window mean's (P(fake) when
+    /// calibrated), fused with its sequence score where the bundle has a
+    /// sequence model and the track has enough steps.
     pub score: f32,
+    /// The window mean's reported score alone, when `score` is fused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_score: Option<f32>,
+    /// The sequence model's own score of the track's newest window
+    /// (σ of its logit), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_score: Option<f32>,
     /// Frames scored for the track (in total, not only the window).
     pub frames: usize,
     /// The track's own label ([`Label::Unknown`] until it has
@@ -441,6 +455,8 @@ struct TrackScores {
     id: u32,
     window: VecDeque<f32>,
     frames: usize,
+    /// Newest sequence logit.
+    sequence: Option<f32>,
 }
 
 /// Collects per-face scores by track and turns them into a [`Verdict`].
@@ -480,6 +496,7 @@ impl Aggregator {
                     id: track,
                     window: VecDeque::with_capacity(window),
                     frames: 0,
+                    sequence: None,
                 });
                 self.tracks.len() - 1
             }
@@ -492,6 +509,15 @@ impl Aggregator {
         t.frames += 1;
     }
 
+    /// Sets the sequence model's logit of the newest window of a track
+    /// that has scores (see [`crate::sequence::SequenceScorer`]); it is
+    /// fused with the frame score under [`Decision::fusion`].
+    pub fn set_sequence(&mut self, track: u32, logit: f32) {
+        if let Some(t) = self.tracks.iter_mut().find(|t| t.id == track) {
+            t.sequence = Some(logit);
+        }
+    }
+
     /// Forgets a track (it left the scene in live mode).
     pub fn remove(&mut self, track: u32) {
         self.tracks.retain(|t| t.id != track);
@@ -500,49 +526,79 @@ impl Aggregator {
     /// The current verdict.
     pub fn verdict(&self) -> Verdict {
         let d = &self.decision;
-        let mut raw_tracks: Vec<(u32, f32, usize)> = self
+        // Per track: window mean (raw), its reported score, and the score
+        // that decides (fused with the sequence logit where there is one).
+        struct Row {
+            id: u32,
+            raw: f32,
+            frames: usize,
+            frame_score: f32,
+            score: f32,
+            sequence: Option<f32>,
+        }
+        let mut rows: Vec<Row> = self
             .tracks
             .iter()
             .filter(|t| !t.window.is_empty())
             .map(|t| {
-                let mean = t.window.iter().sum::<f32>() / t.window.len() as f32;
-                (t.id, mean, t.frames)
+                let raw = t.window.iter().sum::<f32>() / t.window.len() as f32;
+                let frame_score = d.probability(raw);
+                let score = match (d.fusion, t.sequence) {
+                    (Some(f), Some(z)) => f.apply(frame_score, z),
+                    _ => frame_score,
+                };
+                Row {
+                    id: t.id,
+                    raw,
+                    frames: t.frames,
+                    frame_score,
+                    score,
+                    sequence: t.sequence,
+                }
             })
             .collect();
-        raw_tracks.sort_by_key(|t| t.0);
+        rows.sort_by_key(|r| r.id);
         let judged = |frames: usize| frames >= d.min_frames.max(1);
-        let longest = raw_tracks.iter().filter(|t| judged(t.2)).map(|t| t.2).max();
-        let raw = match (d.aggregation, longest) {
-            (_, None) => None,
+        let longest = rows
+            .iter()
+            .filter(|r| judged(r.frames))
+            .map(|r| r.frames)
+            .max();
+        // (raw, reported) of the verdict. Calibration is monotone, so the
+        // track with the highest reported score also has the highest raw
+        // mean when nothing is fused.
+        let (raw, score) = match (d.aggregation, longest) {
+            (_, None) => (None, None),
             (Aggregation::FrameMean, Some(_)) => {
-                (self.all_n > 0).then(|| (self.all_sum / self.all_n as f64) as f32)
+                let raw = (self.all_n > 0).then(|| (self.all_sum / self.all_n as f64) as f32);
+                (raw, raw.map(|r| d.probability(r)))
             }
             (Aggregation::TrackMeanThenMax, Some(longest)) => {
                 let need = d.min_track_frames.min(longest).max(d.min_frames);
-                raw_tracks
-                    .iter()
-                    .filter(|t| t.2 >= need)
-                    .map(|t| t.1)
-                    .reduce(f32::max)
+                rows.iter()
+                    .filter(|r| r.frames >= need)
+                    .max_by(|a, b| a.score.total_cmp(&b.score).then(a.raw.total_cmp(&b.raw)))
+                    .map_or((None, None), |r| (Some(r.raw), Some(r.score)))
             }
         };
-        let tracks: Vec<TrackVerdict> = raw_tracks
+        let tracks: Vec<TrackVerdict> = rows
             .iter()
-            .map(|&(id, mean, frames)| {
-                let score = d.probability(mean);
+            .map(|r| {
+                let fused = r.sequence.is_some() && d.fusion.is_some();
                 TrackVerdict {
-                    id,
-                    score,
-                    frames,
-                    label: if judged(frames) {
-                        d.label(Some(score))
+                    id: r.id,
+                    score: r.score,
+                    frame_score: fused.then_some(r.frame_score),
+                    sequence_score: r.sequence.map(sigmoid),
+                    frames: r.frames,
+                    label: if judged(r.frames) {
+                        d.label(Some(r.score))
                     } else {
                         Label::Unknown
                     },
                 }
             })
             .collect();
-        let score = raw.map(|r| d.probability(r));
         let unknown = match score {
             Some(_) => None,
             None if tracks.is_empty() => Some(Unknown::NoFace),
@@ -725,7 +781,68 @@ mod tests {
             calibration: None,
             hysteresis: Hysteresis::default(),
             min_video_frames: 1,
+            fusion: None,
         }
+    }
+
+    #[test]
+    fn a_sequence_logit_is_fused_into_its_track_only_with_a_fusion_rule() {
+        let mut a = Aggregator::new(decision());
+        for _ in 0..3 {
+            a.add(0, 0.3);
+            a.add(1, 0.4);
+        }
+        let frame_only = a.verdict();
+        // Without a fusion rule a sequence logit is reported, not fused.
+        a.set_sequence(0, 4.0);
+        let reported = a.verdict();
+        assert_eq!(
+            (reported.score, reported.raw),
+            (frame_only.score, frame_only.raw)
+        );
+        assert_eq!(reported.tracks[0].score, 0.3);
+        assert_eq!(reported.tracks[0].frame_score, None);
+        assert!(reported.tracks[0].sequence_score.is_some());
+        assert_eq!(frame_only.raw, Some(0.4));
+        let fused = |fusion: Fusion| {
+            let mut a = Aggregator::new(Decision {
+                fusion: Some(fusion),
+                ..decision()
+            });
+            for _ in 0..3 {
+                a.add(0, 0.3);
+                a.add(1, 0.4);
+            }
+            a.set_sequence(0, 4.0);
+            a.set_sequence(7, 9.0); // no such track: ignored
+            a.verdict()
+        };
+        // The frame-only rule gives the frame scores back (to rounding).
+        let same = fused(Fusion::FRAME_ONLY);
+        assert_eq!(same.label, frame_only.label);
+        assert!((same.score.unwrap() - 0.4).abs() < 1e-6);
+        assert_eq!(same.tracks[0].frame_score, Some(0.3));
+        assert!((same.tracks[0].sequence_score.unwrap() - sigmoid(4.0)).abs() < 1e-6);
+        assert_eq!(
+            same.tracks[1].sequence_score, None,
+            "track 1 has no sequence yet"
+        );
+        // A rule that trusts the sequence: track 0 becomes the fake one and
+        // decides, its frame mean is the verdict's raw score.
+        let v = fused(Fusion {
+            frame: 1.0,
+            sequence: 1.0,
+            bias: 0.0,
+        });
+        assert_eq!(v.label, Label::Fake);
+        let want = sigmoid(logit(0.3) + 4.0);
+        assert!((v.score.unwrap() - want).abs() < 1e-6, "{v:?}");
+        assert_eq!(v.raw, Some(0.3));
+        assert_eq!(v.tracks[0].label, Label::Fake);
+        assert_eq!(v.tracks[1].label, Label::Real);
+        // Tracks without a sequence serialise as before.
+        let json = serde_json::to_value(&v.tracks[1]).unwrap();
+        assert!(json.get("sequence_score").is_none() && json.get("frame_score").is_none());
     }
 
     #[test]

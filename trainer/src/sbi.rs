@@ -42,6 +42,31 @@ const OUTLINE: [(f32, f32); 10] = [
     (-1.05, 0.2),
 ];
 
+/// The mouth region in the same coordinates as [`OUTLINE`]: lips and the
+/// skin around them, from below the nose to above the chin (`b = 1` is the
+/// line through the mouth corners).
+const MOUTH_OUTLINE: [(f32, f32); 8] = [
+    (-0.8, 0.62),
+    (0.0, 0.55),
+    (0.8, 0.62),
+    (0.95, 1.0),
+    (0.65, 1.4),
+    (0.0, 1.5),
+    (-0.65, 1.4),
+    (-0.95, 1.0),
+];
+
+/// Which part of the face a self-blend replaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlendRegion {
+    /// The inner face (brows to jaw), as in SBI.
+    #[default]
+    Face,
+    /// The mouth and the skin around it only (a lip-sync fake's region).
+    Mouth,
+}
+
 /// Parameters of the generator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +91,9 @@ pub struct SelfBlendConfig {
     pub jpeg: f32,
     /// Its quality range (inclusive).
     pub jpeg_quality: [u8; 2],
+    /// The region blended (the outline is scaled around the nose for the
+    /// face, around the mouth's centre for the mouth).
+    pub region: BlendRegion,
 }
 
 impl Default for SelfBlendConfig {
@@ -80,6 +108,7 @@ impl Default for SelfBlendConfig {
             scale: [0.95, 1.05],
             jpeg: 0.5,
             jpeg_quality: [60, 95],
+            region: BlendRegion::Face,
         }
     }
 }
@@ -263,8 +292,11 @@ fn outline_mask(
     let across = (lm[1].x - lm[0].x, lm[1].y - lm[0].y);
     let down = (mouth.x - eye.x, mouth.y - eye.y);
     let scale = between(rng, cfg.mask_scale);
-    let nose = lm[2];
-    let mut points: Vec<Point> = OUTLINE
+    let (outline, anchor, inside_points): (&[(f32, f32)], Point, &[Point]) = match cfg.region {
+        BlendRegion::Face => (&OUTLINE, lm[2], lm),
+        BlendRegion::Mouth => (&MOUTH_OUTLINE, mouth, &lm[3..]),
+    };
+    let mut points: Vec<Point> = outline
         .iter()
         .map(|&(a, b)| {
             let p = Point {
@@ -272,12 +304,12 @@ fn outline_mask(
                 y: eye.y + a * across.1 + b * down.1,
             };
             Point {
-                x: nose.x + (p.x - nose.x) * scale,
-                y: nose.y + (p.y - nose.y) * scale,
+                x: anchor.x + (p.x - anchor.x) * scale,
+                y: anchor.y + (p.y - anchor.y) * scale,
             }
         })
         .collect();
-    points.extend_from_slice(lm);
+    points.extend_from_slice(inside_points);
     let hull = convex_hull(points);
 
     // A smooth random displacement field: normal offsets on a 4×4 grid,
@@ -443,6 +475,43 @@ mod tests {
             })
             .sum();
         assert!(diff > 0, "the blend left the face unchanged");
+    }
+
+    #[test]
+    fn a_mouth_blend_covers_the_mouth_and_not_the_eyes() {
+        let (frame, det) = face_frame();
+        let cfg = SelfBlendConfig {
+            jpeg: 0.0,
+            feather: [0.0, 0.0],
+            elastic: 0.0,
+            region: BlendRegion::Mouth,
+            ..SelfBlendConfig::default()
+        };
+        let face = SelfBlendConfig {
+            region: BlendRegion::Face,
+            ..cfg.clone()
+        };
+        let w = frame.width() as usize;
+        for seed in 0..8 {
+            let m = self_blend(&frame, &det, &cfg, &mut Rng::new(seed))
+                .unwrap()
+                .mask;
+            // Between the mouth corners (48, 76): blended; at the eyes (36, 48), (60, 48): not.
+            assert!(
+                m[76 * w + 48] > 0.2,
+                "seed {seed}: mouth {}",
+                m[76 * w + 48]
+            );
+            assert_eq!(m[48 * w + 36], 0.0, "seed {seed}: left eye");
+            assert_eq!(m[48 * w + 60], 0.0, "seed {seed}: right eye");
+            let f = self_blend(&frame, &det, &face, &mut Rng::new(seed))
+                .unwrap()
+                .mask;
+            assert!(
+                m.iter().filter(|&&v| v > 0.0).count() < f.iter().filter(|&&v| v > 0.0).count(),
+                "seed {seed}: the mouth region is smaller than the face's"
+            );
+        }
     }
 
     #[test]

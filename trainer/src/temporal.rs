@@ -7,10 +7,15 @@
 //! ([`crate::sbi`]) frame by frame in three ways — `flicker` (new blend
 //! parameters every frame), `stable` (the same parameters throughout: the
 //! case a frame model already sees) and `jump` (stable, then other
-//! parameters from the middle on) — beside the untouched clip as the real.
-//! The blended face is embedded at the real detection, as a swap in place.
-//! Clips are split into train and test by name (seeded), so test windows
-//! come from clips (and people) the model never saw.
+//! parameters from the middle on) and `mouth` (the mouth region only, new
+//! parameters every frame: a lip-sync fake's trace) — beside the untouched
+//! clip as the real. The blended face is embedded at the real detection, as
+//! a swap in place. Clips are split into train, validation and test by name
+//! (seeded), so test windows come from clips (and people) the model never
+//! saw. The GRU learns on the train clips; the fusion of its logit with the
+//! frame score ([`fakewatch_sdk::sequence::Fusion`]) is fitted on the
+//! validation clips; with `--bundle-out` both go into a bundle beside the
+//! frame bundle's files.
 
 use std::path::{Path, PathBuf};
 
@@ -19,12 +24,12 @@ use fakewatch_sdk::backend::Backend;
 use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::geometry::Detection;
 use fakewatch_sdk::perception::Face;
-use fakewatch_sdk::sequence::{TrackSequence, FEATURES};
-use fakewatch_sdk::{DeepfakeDetector, Frame};
+use fakewatch_sdk::sequence::{Fusion, SequenceSpec, TrackSequence, FEATURES, FEATURE_SET};
+use fakewatch_sdk::{Decision, DeepfakeDetector, Frame};
 use serde::Serialize;
 
 use crate::rng::Rng;
-use crate::sbi::{self_blend, SelfBlendConfig};
+use crate::sbi::{self_blend, BlendRegion, SelfBlendConfig};
 use crate::sequence::{train_gru, SequenceConfig, SequenceModel};
 
 /// Arguments of `fakewatch-train temporal`.
@@ -53,6 +58,14 @@ pub struct TemporalArgs {
     /// Share of the real clips held out for testing (split by clip name).
     #[arg(long, default_value_t = 0.3)]
     test_share: f64,
+    /// Share of the remaining clips that fit the fusion rule instead of
+    /// training the GRU.
+    #[arg(long, default_value_t = 0.25)]
+    val_share: f64,
+    /// Write a bundle here: the frame bundle's models (referenced by
+    /// relative path, not copied), `sequence.onnx` and the fusion rule.
+    #[arg(long)]
+    bundle_out: Option<PathBuf>,
     /// Seed of the split, the blends and the GRU.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -69,22 +82,49 @@ enum Variant {
     Flicker,
     Stable,
     Jump,
+    Mouth,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant::Real,
     Variant::Flicker,
     Variant::Stable,
     Variant::Jump,
+    Variant::Mouth,
 ];
+
+/// Which part of the work a clip serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+/// Salt of the validation draw (the test draw is unsalted, as before).
+const VAL_SALT: u64 = 0x5eed_0f_7a1;
+
+/// The split of clip `name`: test by one hash, validation by another among
+/// the rest.
+fn split_of(name: &str, seed: u64, test_share: f64, val_share: f64) -> Split {
+    let u = |h: u64| (h % 1000) as f64 / 1000.0;
+    if u(name_hash(name, seed)) < test_share {
+        Split::Test
+    } else if u(name_hash(name, seed ^ VAL_SALT)) < val_share {
+        Split::Val
+    } else {
+        Split::Train
+    }
+}
 
 /// Every step of one clip under one variant.
 #[derive(Debug, Clone)]
 struct ClipSteps {
     clip: String,
-    test: bool,
+    split: Split,
     variant: Variant,
-    fake: bool,
+
     steps: Vec<[f32; FEATURES]>,
 }
 
@@ -153,16 +193,26 @@ fn clip_steps(
             continue;
         };
         for (variant, seq, rows) in &mut seqs {
+            let per_frame = clip_seed ^ (read as u64).wrapping_mul(0x9E37);
             let blend_seed = match variant {
                 Variant::Real => None,
-                Variant::Flicker => Some(clip_seed ^ (read as u64).wrapping_mul(0x9E37)),
+                Variant::Flicker | Variant::Mouth => Some(per_frame),
                 Variant::Stable => Some(clip_seed),
                 Variant::Jump => Some(clip_seed ^ u64::from(read > a.frames / 2)),
+            };
+            let region = if *variant == Variant::Mouth {
+                BlendRegion::Mouth
+            } else {
+                BlendRegion::Face
+            };
+            let cfg = SelfBlendConfig {
+                region,
+                ..sbi.clone()
             };
             let blended;
             let shown = match blend_seed {
                 None => &frame,
-                Some(s) => match self_blend(&frame, &d, sbi, &mut Rng::new(s)) {
+                Some(s) => match self_blend(&frame, &d, &cfg, &mut Rng::new(s)) {
                     Ok(b) => {
                         blended = b.image;
                         &blended
@@ -243,30 +293,75 @@ fn windows(rows: &[[f32; FEATURES]], steps: usize) -> Vec<Vec<f32>> {
     out
 }
 
-/// The frame model's score of a window: the mean of its frame logits.
-fn frame_score(window: &[f32]) -> f64 {
+/// The frame model's raw score of a window: the mean of its frames' P(fake)
+/// (what the SDK's track window averages).
+fn frame_raw(window: &[f32]) -> f32 {
     let n = window.len() / FEATURES;
     window
         .chunks(FEATURES)
-        .map(|r| f64::from(r[0]))
-        .sum::<f64>()
-        / n.max(1) as f64
+        .map(|r| fakewatch_sdk::verdict::sigmoid(r[0]))
+        .sum::<f32>()
+        / n.max(1) as f32
 }
 
-/// AUC of frame-only and GRU scores over `(window, fake)` pairs.
-fn aucs(model: &SequenceModel, items: &[(&Vec<f32>, bool)]) -> (Option<f64>, Option<f64>, usize) {
-    let labels: Vec<bool> = items.iter().map(|(_, l)| *l).collect();
-    let frame: Vec<f64> = items.iter().map(|(w, _)| frame_score(w)).collect();
-    let seq: Vec<f64> = items
-        .iter()
-        .map(|(w, _)| f64::from(model.logit(w)))
-        .collect();
-    (
-        crate::metrics::roc_auc(&frame, &labels),
-        crate::metrics::roc_auc(&seq, &labels),
-        items.len(),
-    )
+/// A window's three scores: the frame model's reported score (calibrated
+/// as the bundle says), the GRU's logit, and the fused P(fake).
+#[derive(Debug, Clone, Copy)]
+struct Scores {
+    frame: f32,
+    gru: f32,
+    fused: f32,
 }
+
+/// Everything that scores a window.
+struct Scorers<'a> {
+    decision: &'a Decision,
+    model: &'a SequenceModel,
+    fusion: Fusion,
+}
+
+impl Scorers<'_> {
+    fn score(&self, w: &[f32]) -> Scores {
+        let frame = self.decision.probability(frame_raw(w));
+        let gru = self.model.logit(w);
+        Scores {
+            frame,
+            gru,
+            fused: self.fusion.apply(frame, gru),
+        }
+    }
+}
+
+/// The fusion rule: a logistic regression of the label on the frame score's
+/// logit and the GRU logit, fitted on validation windows (L-BFGS, balanced
+/// classes, light L2).
+fn fit_fusion(
+    decision: &Decision,
+    model: &SequenceModel,
+    windows: &[(Vec<f32>, bool)],
+) -> Result<Fusion> {
+    let x: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|(w, _)| {
+            vec![
+                fakewatch_sdk::verdict::logit(decision.probability(frame_raw(w))),
+                model.logit(w),
+            ]
+        })
+        .collect();
+    let y: Vec<bool> = windows.iter().map(|(_, l)| *l).collect();
+    let m = crate::logistic::fit_lbfgs(&x, &y, FUSION_L2, 500)?;
+    let f = Fusion {
+        frame: m.w[0],
+        sequence: m.w[1],
+        bias: m.b,
+    };
+    f.validate()?;
+    Ok(f)
+}
+
+/// L2 strength of the fusion fit (two standardised inputs).
+const FUSION_L2: f32 = 1e-3;
 
 /// One row of the results.
 #[derive(Debug, Serialize)]
@@ -275,12 +370,153 @@ struct Row {
     items: usize,
     frame_auc: Option<f64>,
     gru_auc: Option<f64>,
+    fused_auc: Option<f64>,
 }
+
+impl Row {
+    fn of(set: String, scores: &[(Scores, bool)]) -> Self {
+        let labels: Vec<bool> = scores.iter().map(|(_, l)| *l).collect();
+        let auc = |f: &dyn Fn(&Scores) -> f32| {
+            let v: Vec<f64> = scores.iter().map(|(s, _)| f64::from(f(s))).collect();
+            crate::metrics::roc_auc(&v, &labels)
+        };
+        Self {
+            set,
+            items: scores.len(),
+            frame_auc: auc(&|s| s.frame),
+            gru_auc: auc(&|s| s.gru),
+            fused_auc: auc(&|s| s.fused),
+        }
+    }
+}
+
+/// `target` as a path relative to the directory `from` (both made
+/// absolute first).
+fn relative_path(target: &Path, from: &Path) -> Result<String> {
+    let t = std::fs::canonicalize(target).with_context(|| format!("{}", target.display()))?;
+    let f = std::fs::canonicalize(from).with_context(|| format!("{}", from.display()))?;
+    let (tc, fc): (Vec<_>, Vec<_>) = (t.components().collect(), f.components().collect());
+    let common = tc.iter().zip(&fc).take_while(|(a, b)| a == b).count();
+    let mut p = PathBuf::new();
+    for _ in common..fc.len() {
+        p.push("..");
+    }
+    for c in &tc[common..] {
+        p.push(c);
+    }
+    p.to_str()
+        .map(str::to_owned)
+        .context("a model path is not UTF-8")
+}
+
+/// A bundle to write: a frame bundle plus a sequence model and its fusion.
+pub struct SequenceBundle<'a> {
+    /// The frame bundle (its models are referenced, not copied).
+    pub base: &'a Bundle,
+    /// The trained sequence model.
+    pub model: &'a SequenceModel,
+    /// The fusion rule.
+    pub fusion: Fusion,
+    /// Source frames between two steps of the training windows.
+    pub frame_step: usize,
+    /// Provenance (command, data, seed) for the manifest's `training`.
+    pub training: serde_json::Value,
+    /// Measured results for the manifest's `metrics`.
+    pub metrics: serde_json::Value,
+}
+
+impl SequenceBundle<'_> {
+    /// Writes the bundle to `out`: the frame bundle's manifest with its
+    /// files referenced from `out`, `sequence.onnx` and the `sequence`
+    /// section; then loads it through the SDK and checks that its sequence
+    /// model gives the trainer's logit on a probe window.
+    pub fn write(&self, out: &Path, backend: &dyn Backend) -> Result<()> {
+        let base = self.base;
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let mut m = base.manifest().clone();
+        let moved = |f: &str| relative_path(&base.resolve(f)?, out);
+        let mut files = std::collections::BTreeMap::new();
+        for (f, sha) in &m.files {
+            files.insert(moved(f)?, sha.clone());
+        }
+        m.detector.pnet = moved(&m.detector.pnet)?;
+        m.detector.rnet = moved(&m.detector.rnet)?;
+        m.detector.onet = moved(&m.detector.onet)?;
+        m.backbone.file = moved(&m.backbone.file)?;
+        for b in &mut m.backbone.branches {
+            b.file = moved(&b.file)?;
+        }
+        if let Some(h) = &mut m.head {
+            h.file = moved(&h.file)?;
+        }
+        if let Some(c) = &mut m.classifier {
+            c.file = moved(&c.file)?;
+        }
+        let seq_file = "sequence.onnx";
+        crate::onnx::save(&self.model.to_onnx()?, &out.join(seq_file))?;
+        files.insert(
+            seq_file.into(),
+            fakewatch_sdk::bundle::sha256_file(&out.join(seq_file))?,
+        );
+        m.files = files;
+        m.name = format!("{}-temporal", m.name);
+        m.created = crate::fit::rfc3339_now();
+        m.sequence = Some(SequenceSpec {
+            file: seq_file.into(),
+            features: FEATURE_SET.into(),
+            steps: self.model.steps,
+            frame_step: Some(self.frame_step),
+            fusion: self.fusion,
+        });
+        m.training = Some(serde_json::json!({
+            "frame_bundle": base.manifest().name,
+            "sequence": self.training,
+            "frame_training": base.manifest().training,
+        }));
+        m.metrics = Some(self.metrics.clone());
+        std::fs::write(
+            out.join(fakewatch_sdk::bundle::BUNDLE_FILE),
+            serde_json::to_vec_pretty(&m)?,
+        )?;
+        // Read back through the SDK: hashes, the section, and the model.
+        let loaded = Bundle::load(out)?;
+        let q = fakewatch_sdk::sequence::SequenceScorer::from_bundle(&loaded, backend)?
+            .context("the written bundle has no sequence model")?;
+        let mut seq = TrackSequence::default();
+        let mut probe = Vec::with_capacity(self.model.steps * FEATURES);
+        for k in 0..self.model.steps {
+            let mut f = [0f32; FEATURES];
+            for (j, v) in f.iter_mut().enumerate() {
+                *v = ((k * FEATURES + j) as f32 * 0.37).sin();
+            }
+            seq.push_features(k as u64, f);
+            probe.extend_from_slice(&f);
+        }
+        let got = q.logit(&seq)?.context("probe window too short")?;
+        let want = self.model.logit(&probe);
+        ensure!(
+            (got - want).abs() <= SDK_TOLERANCE * want.abs().max(1.0),
+            "the bundle's sequence model gives {got}, the trainer's {want}"
+        );
+        log::info!(
+            "bundle written to {} (probe logit through the SDK {got:.5}, trainer {want:.5})",
+            out.display()
+        );
+        Ok(())
+    }
+}
+
+/// How far the SDK's run of the written sequence model may be from the
+/// trainer's own forward pass (relative, or absolute below 1).
+const SDK_TOLERANCE: f32 = 1e-4;
 
 /// Runs `fakewatch-train temporal`.
 pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     ensure!(
-        a.steps >= 2 && a.frames >= a.steps && a.every >= 1,
+        a.steps >= 2
+            && a.steps <= fakewatch_sdk::sequence::CAPACITY
+            && a.frames >= a.steps
+            && a.every >= 1,
         "bad sizes"
     );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -290,7 +526,13 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         "{}: the bundle needs a classifier",
         a.bundle.display()
     );
+    ensure!(
+        bundle.manifest().sequence.is_none(),
+        "{}: the frame bundle already has a sequence model",
+        a.bundle.display()
+    );
     let det = DeepfakeDetector::from_bundle(&bundle, backend)?;
+    let decision = bundle.decision();
     let sbi = SelfBlendConfig::default();
     let mut clips: Vec<PathBuf> = std::fs::read_dir(&a.real_clips)
         .with_context(|| format!("reading {}", a.real_clips.display()))?
@@ -302,22 +544,22 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     let started = std::time::Instant::now();
     let mut all: Vec<ClipSteps> = Vec::new();
     let mut strip_done = false;
-    for (k, clip) in clips.iter().enumerate() {
+    let bar = indicatif::ProgressBar::new(clips.len() as u64);
+    for clip in &clips {
         let name = clip
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let test = (name_hash(&name, a.seed) % 1000) as f64 / 1000.0 < a.test_share;
+        let split = split_of(&name, a.seed, a.test_share, a.val_share);
         // The first held-out clip is shown, for a person to check the fakes.
-        let show = test && !strip_done;
+        let show = split == Split::Test && !strip_done;
         let mut strip = Vec::new();
         match clip_steps(&det, clip, &VARIANTS, &a, &sbi, show.then_some(&mut strip)) {
             Ok(v) => {
                 for (variant, steps) in v {
                     all.push(ClipSteps {
                         clip: name.clone(),
-                        test,
+                        split,
                         variant,
-                        fake: variant != Variant::Real,
                         steps,
                     });
                 }
@@ -333,68 +575,83 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
             );
             strip_done = true;
         }
+        bar.inc(1);
         log::info!(
-            "{}/{} {name} ({}, {:.0} s)",
-            k + 1,
-            clips.len(),
-            if test { "test" } else { "train" },
+            "{name} ({split:?}, {:.0} s)",
             started.elapsed().as_secs_f64()
         );
     }
-    // Training windows: every variant of the training clips.
-    let mut train_x = Vec::new();
-    let mut train_y = Vec::new();
-    for c in all.iter().filter(|c| !c.test) {
-        for w in windows(&c.steps, a.steps) {
-            train_x.push(w);
-            train_y.push(c.fake);
-        }
-    }
+    bar.finish_and_clear();
+    let windows_of = |split: Split| -> Vec<(Variant, Vec<f32>)> {
+        all.iter()
+            .filter(|c| c.split == split)
+            .flat_map(|c| {
+                windows(&c.steps, a.steps)
+                    .into_iter()
+                    .map(|w| (c.variant, w))
+            })
+            .collect()
+    };
+    let (train, val, test) = (
+        windows_of(Split::Train),
+        windows_of(Split::Val),
+        windows_of(Split::Test),
+    );
+    ensure!(
+        !val.is_empty(),
+        "no validation windows: raise --val-share or add clips"
+    );
     let cfg = SequenceConfig {
         seed: a.seed,
         ..SequenceConfig::default()
     };
+    let train_x: Vec<Vec<f32>> = train.iter().map(|(_, w)| w.clone()).collect();
+    let train_y: Vec<bool> = train.iter().map(|(v, _)| *v != Variant::Real).collect();
     let model = train_gru(&train_x, &train_y, a.steps, FEATURES, &cfg)?;
     crate::onnx::save(&model.to_onnx()?, &a.out.join("sequence.onnx"))?;
+    let labelled = |ws: &[(Variant, Vec<f32>)]| -> Vec<(Vec<f32>, bool)> {
+        ws.iter()
+            .map(|(v, w)| (w.clone(), *v != Variant::Real))
+            .collect()
+    };
+    let fusion = fit_fusion(&decision, &model, &labelled(&val))?;
+    log::info!(
+        "fusion fitted on {} validation windows: {fusion:?}",
+        val.len()
+    );
+    let scorers = Scorers {
+        decision: &decision,
+        model: &model,
+        fusion,
+    };
     // Held-out clips: real against each kind of temporal fake, and all.
-    let test_windows: Vec<(Variant, Vec<f32>)> = all
-        .iter()
-        .filter(|c| c.test)
-        .flat_map(|c| {
-            windows(&c.steps, a.steps)
-                .into_iter()
-                .map(|w| (c.variant, w))
-        })
-        .collect();
     let mut rows = Vec::new();
     for fake in [
         None,
         Some(Variant::Flicker),
         Some(Variant::Stable),
         Some(Variant::Jump),
+        Some(Variant::Mouth),
     ] {
-        let items: Vec<(&Vec<f32>, bool)> = test_windows
+        let items: Vec<(Scores, bool)> = test
             .iter()
             .filter(|(v, _)| *v == Variant::Real || fake.is_none() || Some(*v) == fake)
-            .map(|(v, w)| (w, *v != Variant::Real))
+            .map(|(v, w)| (scorers.score(w), *v != Variant::Real))
             .collect();
-        let (frame_auc, gru_auc, n) = aucs(&model, &items);
-        rows.push(Row {
-            set: format!(
+        rows.push(Row::of(
+            format!(
                 "held-out clips, real vs {}",
                 fake.map_or("all temporal fakes".into(), |v| format!("{v:?}")
                     .to_lowercase())
             ),
-            items: n,
-            frame_auc,
-            gru_auc,
-        });
+            &items,
+        ));
     }
     // A labelled folder: one score per clip (mean over its windows).
     if let Some(dir) = &a.eval {
         let text = std::fs::read_to_string(dir.join("labels.csv"))
             .with_context(|| format!("reading {}/labels.csv", dir.display()))?;
-        let (mut frame_s, mut seq_s, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut items = Vec::new();
         for line in text.lines().skip(1) {
             let mut cols = line.split(',');
             let (Some(file), Some(label)) = (cols.next(), cols.next()) else {
@@ -413,41 +670,65 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
                 log::info!("{file}: fewer than {} steps with a face", a.steps);
                 continue;
             }
-            let mean =
-                |f: &dyn Fn(&Vec<f32>) -> f64| ws.iter().map(f).sum::<f64>() / ws.len() as f64;
-            frame_s.push(mean(&|w| frame_score(w)));
-            seq_s.push(mean(&|w| f64::from(model.logit(w))));
-            labels.push(label == "fake");
+            let n = ws.len() as f32;
+            let sc: Vec<Scores> = ws.iter().map(|w| scorers.score(w)).collect();
+            let mean = |f: &dyn Fn(&Scores) -> f32| sc.iter().map(f).sum::<f32>() / n;
+            items.push((
+                Scores {
+                    frame: mean(&|s| s.frame),
+                    gru: mean(&|s| s.gru),
+                    fused: mean(&|s| s.fused),
+                },
+                label == "fake",
+            ));
         }
-        rows.push(Row {
-            set: format!("{} (one score per clip)", dir.display()),
-            items: labels.len(),
-            frame_auc: crate::metrics::roc_auc(&frame_s, &labels),
-            gru_auc: crate::metrics::roc_auc(&seq_s, &labels),
-        });
+        rows.push(Row::of(
+            format!("{} (one score per clip)", dir.display()),
+            &items,
+        ));
     }
+    let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
     for r in &rows {
         println!(
-            "{:<60} {:>5} items  frame-only AUC {}  GRU AUC {}",
+            "{:<60} {:>5} items  frame-only AUC {}  GRU AUC {}  fused AUC {}",
             r.set,
             r.items,
-            r.frame_auc.map_or("n/a".into(), |v| format!("{v:.3}")),
-            r.gru_auc.map_or("n/a".into(), |v| format!("{v:.3}"))
+            fmt(r.frame_auc),
+            fmt(r.gru_auc),
+            fmt(r.fused_auc)
         );
     }
     let split: Vec<_> = all
         .iter()
         .filter(|c| c.variant == Variant::Real)
-        .map(|c| serde_json::json!({"clip": c.clip, "test": c.test, "steps": c.steps.len()}))
+        .map(|c| serde_json::json!({"clip": c.clip, "split": c.split, "steps": c.steps.len()}))
         .collect();
+    let results = serde_json::json!({
+        "rows": rows, "clips": split, "train_windows": train.len(),
+        "val_windows": val.len(), "fusion": fusion,
+        "steps": a.steps, "frames": a.frames, "every": a.every, "seed": a.seed,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
     std::fs::write(
         a.out.join("results.json"),
-        serde_json::to_vec_pretty(&serde_json::json!({
-            "rows": rows, "clips": split, "train_windows": train_x.len(),
-            "steps": a.steps, "frames": a.frames, "every": a.every, "seed": a.seed,
-            "seconds": started.elapsed().as_secs_f64(),
-        }))?,
+        serde_json::to_vec_pretty(&results)?,
     )?;
+    if let Some(out) = &a.bundle_out {
+        SequenceBundle {
+            base: &bundle,
+            model: &model,
+            fusion,
+            frame_step: a.every,
+            training: serde_json::json!({
+                "command": "fakewatch-train temporal",
+                "real_clips": a.real_clips, "frames": a.frames, "every": a.every,
+                "steps": a.steps, "test_share": a.test_share, "val_share": a.val_share,
+                "seed": a.seed, "gru": format!("{cfg:?}"),
+            }),
+            metrics: results,
+        }
+        .write(out, backend)?;
+    }
     Ok(())
 }
 
@@ -461,9 +742,142 @@ mod tests {
         let w = windows(&rows, 4);
         assert_eq!(w.len(), 4, "starts 0, 2, 4, 6");
         assert_eq!(w[1][0], 2.0);
-        assert!((frame_score(&w[0]) - 1.5).abs() < 1e-9);
+        let want = (0..4)
+            .map(|k| 1.0 / (1.0 + (-(k as f32)).exp()))
+            .sum::<f32>()
+            / 4.0;
+        assert!((frame_raw(&w[0]) - want).abs() < 1e-6);
         assert!(windows(&rows[..3], 4).is_empty());
         assert_ne!(name_hash("a.mp4", 1), name_hash("b.mp4", 1));
         assert_eq!(name_hash("a.mp4", 1), name_hash("a.mp4", 1));
+    }
+
+    /// A small GRU with fixed weights (no training needed to test the path).
+    fn fixed_model(steps: usize) -> SequenceModel {
+        use crate::sequence::GruWeights;
+        let (i, h) = (FEATURES, 4);
+        let w = |n: usize, s: f32| (0..n).map(|k| ((k as f32 + 1.0) * s).sin() * 0.5).collect();
+        SequenceModel {
+            gru: GruWeights {
+                inputs: i,
+                hidden: h,
+                w: w(3 * h * i, 0.7),
+                r: w(3 * h * h, 1.3),
+                wb: w(3 * h, 0.3),
+                rb: w(3 * h, 0.9),
+                out_w: w(h, 2.1),
+                out_b: 0.2,
+            },
+            mean: vec![0.0; i],
+            inv_std: vec![1.0; i],
+            steps,
+        }
+    }
+
+    #[test]
+    fn a_written_sequence_bundle_fuses_per_track_in_the_sdk() {
+        use fakewatch_sdk::backend::TractBackend;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let base = Bundle::load(root.join("models/default")).unwrap();
+        let frame = Frame::load(root.join("tests/fixtures/t1.jpg")).unwrap();
+        let model = fixed_model(3);
+        let dir = std::env::temp_dir().join(format!("fw-seqbundle-{}", std::process::id()));
+        let fusion = Fusion {
+            frame: 1.0,
+            sequence: 2.0,
+            bias: -0.5,
+        };
+        SequenceBundle {
+            base: &base,
+            model: &model,
+            fusion,
+            frame_step: 2,
+            training: serde_json::json!({"test": true}),
+            metrics: serde_json::json!({}),
+        }
+        .write(&dir, &TractBackend)
+        .unwrap();
+        let written = Bundle::load(&dir).unwrap();
+        assert!(written.manifest().files.contains_key("sequence.onnx"));
+        let plain = DeepfakeDetector::from_bundle(&base, &TractBackend).unwrap();
+        let seq = DeepfakeDetector::from_bundle(&written, &TractBackend).unwrap();
+        assert_eq!(
+            seq.file_sampling(25),
+            fakewatch_sdk::sampling::Sampling::Runs {
+                n: 25,
+                run: 3,
+                stride: 2
+            }
+        );
+        assert_eq!(
+            plain.file_sampling(25),
+            fakewatch_sdk::sampling::Sampling::Even(25)
+        );
+        let (mut a, mut b) = (plain.session(), seq.session());
+        for k in 0..3 {
+            a.process(&frame).unwrap();
+            b.process(&frame).unwrap();
+            let (va, vb) = (a.verdict(), b.verdict());
+            assert_eq!(va.tracks.len(), vb.tracks.len());
+            assert!(va.tracks.len() >= 2, "the test photo has several faces");
+            for (ta, tb) in va.tracks.iter().zip(&vb.tracks) {
+                if k < 2 {
+                    // Fewer steps than the window: the frame score alone.
+                    assert_eq!(ta, tb);
+                    continue;
+                }
+                let window = b.sequence(tb.id).unwrap().window(3).unwrap();
+                let z = model.logit(&window);
+                assert_eq!(tb.frame_score, Some(ta.score));
+                let sq = tb.sequence_score.unwrap();
+                assert!((sq - fakewatch_sdk::verdict::sigmoid(z)).abs() < 1e-4);
+                let want = fusion.apply(ta.score, z);
+                assert!((tb.score - want).abs() < 1e-4, "{} vs {want}", tb.score);
+            }
+            if k == 2 {
+                let best = vb.tracks.iter().map(|t| t.score).fold(0f32, f32::max);
+                assert_eq!(vb.score, Some(best), "the worst fused track decides");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn splits_and_relative_paths() {
+        let names: Vec<String> = (0..200).map(|k| format!("clip{k}.mp4")).collect();
+        let splits: Vec<Split> = names.iter().map(|n| split_of(n, 42, 0.3, 0.25)).collect();
+        let count = |s: Split| splits.iter().filter(|&&x| x == s).count();
+        assert!(
+            (40..80).contains(&count(Split::Test)),
+            "{}",
+            count(Split::Test)
+        );
+        assert!(
+            (20..60).contains(&count(Split::Val)),
+            "{}",
+            count(Split::Val)
+        );
+        // The test draw does not depend on the validation share.
+        for n in &names {
+            assert_eq!(
+                split_of(n, 42, 0.3, 0.25) == Split::Test,
+                split_of(n, 42, 0.3, 0.0) == Split::Test
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("fw-relpath-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("models/default")).unwrap();
+        std::fs::create_dir_all(dir.join("models/default-temporal")).unwrap();
+        std::fs::write(dir.join("models/default/classifier.onnx"), b"x").unwrap();
+        std::fs::write(dir.join("models/faceres.onnx"), b"x").unwrap();
+        let out = dir.join("models/default-temporal");
+        assert_eq!(
+            relative_path(&dir.join("models/default/classifier.onnx"), &out).unwrap(),
+            "../default/classifier.onnx"
+        );
+        assert_eq!(
+            relative_path(&dir.join("models/default/../faceres.onnx"), &out).unwrap(),
+            "../faceres.onnx"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -119,6 +119,7 @@ pub(super) fn write_manifest(
             hysteresis: cfg.decision.hysteresis,
             min_video_frames: Some(cfg.decision.min_video_frames),
         }),
+        sequence: None,
         metrics: Some(json!({
             "split": "test", "level": "frame", "faces": test.x.len(),
             "auc": eval.frame.auc, "eer": eval.frame.eer, "acc": eval.frame.acc,
