@@ -11,7 +11,7 @@ use embedded_graphics::prelude::{Point, RgbColor};
 use embedded_graphics::text::Alignment;
 use fakewatch_sdk::detector::Step;
 use fakewatch_sdk::plot::{legend, series_color, small_text, text, Axes, Panel};
-use fakewatch_sdk::{BBox, Frame, Label};
+use fakewatch_sdk::{BBox, Frame, Label, Verdict};
 
 /// Width of an explanation image.
 pub const WIDTH: u32 = 960;
@@ -57,6 +57,9 @@ struct Suspect {
 #[derive(Debug, Default)]
 pub struct Timeline {
     points: Vec<Point2>,
+    /// Each track's score fused with its sequence model's, after each
+    /// frame (bundles with a sequence model, once a track has a window).
+    fused: Vec<Point2>,
     suspects: Vec<Suspect>,
     /// Every frame had a timestamp (else x is the frame number).
     timed: bool,
@@ -72,9 +75,10 @@ impl Timeline {
         }
     }
 
-    /// Adds the analysed frame `index` (its step's scored faces); keeps a
-    /// crop of each face that is among the most suspicious so far.
-    pub fn add(&mut self, index: u64, frame: &Frame, step: &Step) {
+    /// Adds the analysed frame `index` (its step's scored faces, and the
+    /// session's verdict after it: the tracks' fused scores); keeps a crop
+    /// of each face that is among the most suspicious so far.
+    pub fn add(&mut self, index: u64, frame: &Frame, step: &Step, verdict: &Verdict) {
         self.frames += 1;
         let t = match frame.timestamp {
             Some(ts) if self.timed => ts.as_secs_f64(),
@@ -83,6 +87,19 @@ impl Timeline {
                 index as f64
             }
         };
+        for tv in verdict
+            .tracks
+            .iter()
+            .filter(|tv| tv.sequence_score.is_some())
+        {
+            if step.faces.iter().any(|f| f.track == Some(tv.id)) {
+                self.fused.push(Point2 {
+                    t,
+                    track: Some(tv.id),
+                    p_fake: tv.score,
+                });
+            }
+        }
         for f in &step.faces {
             self.points.push(Point2 {
                 t,
@@ -147,9 +164,19 @@ impl Timeline {
                 .map(|p| (p.t, f64::from(p.p_fake)))
                 .collect();
             panel.polyline(&mut f, &pts, series_color(i), 2, true);
+            let fused: Vec<(f64, f64)> = self
+                .fused
+                .iter()
+                .filter(|p| p.track == Some(id))
+                .map(|p| (p.t, f64::from(p.p_fake)))
+                .collect();
+            panel.polyline(&mut f, &fused, series_color(i), 1, false);
             if i < MAX_LEGEND {
                 entries.push((format!("track #{id}"), series_color(i)));
             }
+        }
+        if !self.fused.is_empty() {
+            entries.push(("thin: with sequence".into(), UNTRACKED));
         }
         if tracks.len() > MAX_LEGEND {
             entries.push((format!("+{} more", tracks.len() - MAX_LEGEND), UNTRACKED));
@@ -315,9 +342,29 @@ mod tests {
                 faces: vec![face(10.0, Some(1), ps[0]), face(70.0, Some(2), ps[1])],
                 ..Step::default()
             };
-            tl.add(k as u64, &frame, &step);
+            // From the third frame on, track 1 has a sequence score.
+            let mut v = Verdict::error();
+            if k == 2 {
+                v.tracks.push(fakewatch_sdk::verdict::TrackVerdict {
+                    id: 1,
+                    score: 0.7,
+                    frame_score: Some(0.5),
+                    sequence_score: Some(0.9),
+                    frames: 3,
+                    label: Label::Fake,
+                });
+            }
+            tl.add(k as u64, &frame, &step, &v);
         }
         assert_eq!(tl.frames(), 3);
+        assert_eq!(
+            tl.fused,
+            [Point2 {
+                t: 1.0,
+                track: Some(1),
+                p_fake: 0.7
+            }]
+        );
         let top: Vec<(f32, Option<u32>)> =
             tl.suspects.iter().map(|s| (s.p_fake, s.track)).collect();
         assert_eq!(top, [(0.95, Some(1)), (0.9, Some(2)), (0.6, Some(2))]);

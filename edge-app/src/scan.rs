@@ -275,7 +275,7 @@ fn scan_one_with(
             p.add(&step);
         }
         if let Some(t) = timeline.as_deref_mut() {
-            t.add(index, f, &step);
+            t.add(index, f, &step, &session.verdict());
         }
         Ok(())
     };

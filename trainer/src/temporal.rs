@@ -10,12 +10,14 @@
 //! parameters from the middle on) and `mouth` (the mouth region only, new
 //! parameters every frame: a lip-sync fake's trace) — beside the untouched
 //! clip as the real. The blended face is embedded at the real detection, as
-//! a swap in place. Clips are split into train, validation and test by name
-//! (seeded), so test windows come from clips (and people) the model never
-//! saw. The GRU learns on the train clips; the fusion of its logit with the
-//! frame score ([`fakewatch_sdk::sequence::Fusion`]) is fitted on the
-//! validation clips; with `--bundle-out` both go into a bundle beside the
-//! frame bundle's files.
+//! a swap in place. Clips are split into train and test by name (seeded), so
+//! test windows come from clips (and people) the model never saw. The GRU
+//! learns on the train clips; the fusion of its logit with the frame score
+//! ([`fakewatch_sdk::sequence::Fusion`]) is fitted on validation logits:
+//! out-of-fold, each train clip scored by a GRU trained without its fold
+//! (`--folds`, by clip). With `--bundle-out` the GRU and the fusion go into a
+//! bundle beside the frame bundle's files. Each clip's steps are cached
+//! (`--cache`), keyed by the bundle, the clip and the settings.
 
 use std::path::{Path, PathBuf};
 
@@ -58,10 +60,13 @@ pub struct TemporalArgs {
     /// Share of the real clips held out for testing (split by clip name).
     #[arg(long, default_value_t = 0.3)]
     test_share: f64,
-    /// Share of the remaining clips that fit the fusion rule instead of
-    /// training the GRU.
-    #[arg(long, default_value_t = 0.25)]
-    val_share: f64,
+    /// Folds (by clip) of the train clips for the out-of-fold logits the
+    /// fusion rule is fitted on.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Directory of cached per-clip steps.
+    #[arg(long, default_value = "target/temporal-cache")]
+    cache: PathBuf,
     /// Write a bundle here: the frame bundle's models (referenced by
     /// relative path, not copied), `sequence.onnx` and the fusion rule.
     #[arg(long)]
@@ -75,7 +80,7 @@ pub struct TemporalArgs {
 }
 
 /// How a clip's face is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Variant {
     Real,
@@ -93,36 +98,25 @@ const VARIANTS: [Variant; 5] = [
     Variant::Mouth,
 ];
 
-/// Which part of the work a clip serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Split {
-    Train,
-    Val,
-    Test,
-}
+/// Salt of the fold draw (the test draw is unsalted, as before).
+const FOLD_SALT: u64 = 0x5eed_0f_7a1;
 
-/// Salt of the validation draw (the test draw is unsalted, as before).
-const VAL_SALT: u64 = 0x5eed_0f_7a1;
-
-/// The split of clip `name`: test by one hash, validation by another among
-/// the rest.
-fn split_of(name: &str, seed: u64, test_share: f64, val_share: f64) -> Split {
-    let u = |h: u64| (h % 1000) as f64 / 1000.0;
-    if u(name_hash(name, seed)) < test_share {
-        Split::Test
-    } else if u(name_hash(name, seed ^ VAL_SALT)) < val_share {
-        Split::Val
-    } else {
-        Split::Train
-    }
+/// Whether clip `name` is held out for testing, and its fold among the
+/// train clips.
+fn split_of(name: &str, seed: u64, test_share: f64, folds: usize) -> (bool, usize) {
+    let test = (name_hash(name, seed) % 1000) as f64 / 1000.0 < test_share;
+    (
+        test,
+        (name_hash(name, seed ^ FOLD_SALT) % folds.max(1) as u64) as usize,
+    )
 }
 
 /// Every step of one clip under one variant.
 #[derive(Debug, Clone)]
 struct ClipSteps {
     clip: String,
-    split: Split,
+    test: bool,
+    fold: usize,
     variant: Variant,
 
     steps: Vec<[f32; FEATURES]>,
@@ -241,6 +235,60 @@ fn clip_steps(
     Ok(seqs.into_iter().map(|(v, _, rows)| (v, rows)).collect())
 }
 
+/// Steps of every variant of one clip.
+type VariantSteps = Vec<(Variant, Vec<[f32; FEATURES]>)>;
+
+/// [`clip_steps`] through the cache: the key covers the bundle's files, the
+/// clip (path, size, modification time), the settings and the generator.
+fn cached_clip_steps(
+    det: &DeepfakeDetector,
+    bundle: &Bundle,
+    path: &Path,
+    variants: &[Variant],
+    a: &TemporalArgs,
+    sbi: &SelfBlendConfig,
+    strip: Option<&mut Vec<(Variant, Frame)>>,
+) -> Result<VariantSteps> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let key_text = format!(
+        "{:?}|{}|{}|{mtime}|{}|{}|{}|{variants:?}|{:?}|{}|{}",
+        bundle.manifest().files,
+        path.display(),
+        meta.len(),
+        a.frames,
+        a.every,
+        a.seed,
+        sbi,
+        crate::sbi::GENERATOR_VERSION,
+        fakewatch_sdk::sequence::FEATURE_SET,
+    );
+    let file = a
+        .cache
+        .join(format!("{:016x}.json", name_hash(&key_text, 0)));
+    // A strip is drawn from decoded frames: it bypasses the cache.
+    if strip.is_none() {
+        if let Ok(bytes) = std::fs::read(&file) {
+            match serde_json::from_slice::<VariantSteps>(&bytes) {
+                Ok(v) => return Ok(v),
+                Err(e) => log::warn!(
+                    "{}: unreadable cache entry ({e}); recomputing",
+                    file.display()
+                ),
+            }
+        }
+    }
+    let v = clip_steps(det, path, variants, a, sbi, strip)?;
+    std::fs::create_dir_all(&a.cache).with_context(|| format!("creating {}", a.cache.display()))?;
+    std::fs::write(&file, serde_json::to_vec(&v)?)
+        .with_context(|| format!("writing {}", file.display()))?;
+    Ok(v)
+}
+
 /// One row per variant (real, flicker, stable, jump) of its first faces,
 /// labelled, for a person to see what the generator does over time.
 fn write_strip(tiles: &[(Variant, Frame)], clip: &str, path: &Path) -> Result<()> {
@@ -332,24 +380,15 @@ impl Scorers<'_> {
     }
 }
 
-/// The fusion rule: a logistic regression of the label on the frame score's
-/// logit and the GRU logit, fitted on validation windows (L-BFGS, balanced
-/// classes, light L2).
-fn fit_fusion(
-    decision: &Decision,
-    model: &SequenceModel,
-    windows: &[(Vec<f32>, bool)],
-) -> Result<Fusion> {
-    let x: Vec<Vec<f32>> = windows
+/// The fusion rule: a logistic regression of the label on the frame
+/// score's logit and the GRU logit, fitted on validation (out-of-fold)
+/// `(frame score, GRU logit, fake)` triples (L-BFGS, balanced classes).
+fn fit_fusion(rows: &[(f32, f32, bool)]) -> Result<Fusion> {
+    let x: Vec<Vec<f32>> = rows
         .iter()
-        .map(|(w, _)| {
-            vec![
-                fakewatch_sdk::verdict::logit(decision.probability(frame_raw(w))),
-                model.logit(w),
-            ]
-        })
+        .map(|&(p, z, _)| vec![fakewatch_sdk::verdict::logit(p), z])
         .collect();
-    let y: Vec<bool> = windows.iter().map(|(_, l)| *l).collect();
+    let y: Vec<bool> = rows.iter().map(|r| r.2).collect();
     let m = crate::logistic::fit_lbfgs(&x, &y, FUSION_L2, 500)?;
     let f = Fusion {
         frame: m.w[0],
@@ -361,7 +400,7 @@ fn fit_fusion(
 }
 
 /// L2 strength of the fusion fit (two standardised inputs).
-const FUSION_L2: f32 = 1e-3;
+const FUSION_L2: f32 = 1e-2;
 
 /// One row of the results.
 #[derive(Debug, Serialize)]
@@ -549,16 +588,18 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         let name = clip
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let split = split_of(&name, a.seed, a.test_share, a.val_share);
+        let (test, fold) = split_of(&name, a.seed, a.test_share, a.folds);
         // The first held-out clip is shown, for a person to check the fakes.
-        let show = split == Split::Test && !strip_done;
+        let show = test && !strip_done;
         let mut strip = Vec::new();
-        match clip_steps(&det, clip, &VARIANTS, &a, &sbi, show.then_some(&mut strip)) {
+        let strip_arg = show.then_some(&mut strip);
+        match cached_clip_steps(&det, &bundle, clip, &VARIANTS, &a, &sbi, strip_arg) {
             Ok(v) => {
                 for (variant, steps) in v {
                     all.push(ClipSteps {
                         clip: name.clone(),
-                        split,
+                        test,
+                        fold,
                         variant,
                         steps,
                     });
@@ -577,47 +618,72 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         }
         bar.inc(1);
         log::info!(
-            "{name} ({split:?}, {:.0} s)",
+            "{name} ({}, {:.0} s)",
+            if test { "test" } else { "train" },
             started.elapsed().as_secs_f64()
         );
     }
     bar.finish_and_clear();
-    let windows_of = |split: Split| -> Vec<(Variant, Vec<f32>)> {
+    // Windows: (fold of a train clip or None for test, variant, features).
+    let windows_of = |test: bool| -> Vec<(usize, Variant, Vec<f32>)> {
         all.iter()
-            .filter(|c| c.split == split)
+            .filter(|c| c.test == test)
             .flat_map(|c| {
                 windows(&c.steps, a.steps)
                     .into_iter()
-                    .map(|w| (c.variant, w))
+                    .map(|w| (c.fold, c.variant, w))
             })
             .collect()
     };
-    let (train, val, test) = (
-        windows_of(Split::Train),
-        windows_of(Split::Val),
-        windows_of(Split::Test),
-    );
-    ensure!(
-        !val.is_empty(),
-        "no validation windows: raise --val-share or add clips"
-    );
+    let (train, test) = (windows_of(false), windows_of(true));
     let cfg = SequenceConfig {
         seed: a.seed,
         ..SequenceConfig::default()
     };
-    let train_x: Vec<Vec<f32>> = train.iter().map(|(_, w)| w.clone()).collect();
-    let train_y: Vec<bool> = train.iter().map(|(v, _)| *v != Variant::Real).collect();
-    let model = train_gru(&train_x, &train_y, a.steps, FEATURES, &cfg)?;
-    crate::onnx::save(&model.to_onnx()?, &a.out.join("sequence.onnx"))?;
-    let labelled = |ws: &[(Variant, Vec<f32>)]| -> Vec<(Vec<f32>, bool)> {
-        ws.iter()
-            .map(|(v, w)| (w.clone(), *v != Variant::Real))
-            .collect()
+    let fit = |ws: &[&(usize, Variant, Vec<f32>)]| -> Result<SequenceModel> {
+        let x: Vec<Vec<f32>> = ws.iter().map(|(_, _, w)| w.clone()).collect();
+        let y: Vec<bool> = ws.iter().map(|(_, v, _)| *v != Variant::Real).collect();
+        train_gru(&x, &y, a.steps, FEATURES, &cfg)
     };
-    let fusion = fit_fusion(&decision, &model, &labelled(&val))?;
+    // Out-of-fold logits: each train clip scored by a GRU that did not see it.
+    let mut oof: Vec<(f32, f32, bool)> = Vec::new();
+    for f in 0..a.folds.max(1) {
+        let (inside, outside): (Vec<_>, Vec<_>) = train.iter().partition(|(k, _, _)| *k != f);
+        if outside.is_empty() {
+            continue;
+        }
+        let m = match fit(&inside) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("fold {f}: {e:#}");
+                continue;
+            }
+        };
+        for (_, v, w) in outside {
+            oof.push((
+                decision.probability(frame_raw(w)),
+                m.logit(w),
+                *v != Variant::Real,
+            ));
+        }
+    }
+    let model = fit(&train.iter().collect::<Vec<_>>())?;
+    crate::onnx::save(&model.to_onnx()?, &a.out.join("sequence.onnx"))?;
+    let fusion = fit_fusion(&oof)?;
+    let oof_auc = |f: &dyn Fn(&(f32, f32, bool)) -> f32| {
+        let v: Vec<f64> = oof.iter().map(|o| f64::from(f(o))).collect();
+        let l: Vec<bool> = oof.iter().map(|o| o.2).collect();
+        crate::metrics::roc_auc(&v, &l)
+    };
+    let (oof_frame, oof_gru, oof_fused) = (
+        oof_auc(&|o| o.0),
+        oof_auc(&|o| o.1),
+        oof_auc(&|o| fusion.apply(o.0, o.1)),
+    );
     log::info!(
-        "fusion fitted on {} validation windows: {fusion:?}",
-        val.len()
+        "fusion fitted on {} out-of-fold windows ({} folds): {fusion:?}; out-of-fold AUC frame {oof_frame:?}, GRU {oof_gru:?}, fused {oof_fused:?}",
+        oof.len(),
+        a.folds
     );
     let scorers = Scorers {
         decision: &decision,
@@ -635,8 +701,8 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     ] {
         let items: Vec<(Scores, bool)> = test
             .iter()
-            .filter(|(v, _)| *v == Variant::Real || fake.is_none() || Some(*v) == fake)
-            .map(|(v, w)| (scorers.score(w), *v != Variant::Real))
+            .filter(|(_, v, _)| *v == Variant::Real || fake.is_none() || Some(*v) == fake)
+            .map(|(_, v, w)| (scorers.score(w), *v != Variant::Real))
             .collect();
         rows.push(Row::of(
             format!(
@@ -658,13 +724,14 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
                 continue;
             };
             let path = dir.join(file);
-            let steps = match clip_steps(&det, &path, &[Variant::Real], &a, &sbi, None) {
-                Ok(mut v) => v.pop().map(|(_, s)| s).unwrap_or_default(),
-                Err(e) => {
-                    log::warn!("{file}: {e:#}");
-                    continue;
-                }
-            };
+            let steps =
+                match cached_clip_steps(&det, &bundle, &path, &[Variant::Real], &a, &sbi, None) {
+                    Ok(mut v) => v.pop().map(|(_, s)| s).unwrap_or_default(),
+                    Err(e) => {
+                        log::warn!("{file}: {e:#}");
+                        continue;
+                    }
+                };
             let ws = windows(&steps, a.steps);
             if ws.is_empty() {
                 log::info!("{file}: fewer than {} steps with a face", a.steps);
@@ -701,11 +768,12 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     let split: Vec<_> = all
         .iter()
         .filter(|c| c.variant == Variant::Real)
-        .map(|c| serde_json::json!({"clip": c.clip, "split": c.split, "steps": c.steps.len()}))
+        .map(|c| serde_json::json!({"clip": c.clip, "test": c.test, "fold": c.fold, "steps": c.steps.len()}))
         .collect();
     let results = serde_json::json!({
         "rows": rows, "clips": split, "train_windows": train.len(),
-        "val_windows": val.len(), "fusion": fusion,
+        "fusion": fusion, "fusion_windows": oof.len(), "folds": a.folds,
+        "out_of_fold_auc": {"frame": oof_frame, "gru": oof_gru, "fused": oof_fused},
         "steps": a.steps, "frames": a.frames, "every": a.every, "seed": a.seed,
         "seconds": started.elapsed().as_secs_f64(),
     });
@@ -722,7 +790,7 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
             training: serde_json::json!({
                 "command": "fakewatch-train temporal",
                 "real_clips": a.real_clips, "frames": a.frames, "every": a.every,
-                "steps": a.steps, "test_share": a.test_share, "val_share": a.val_share,
+                "steps": a.steps, "test_share": a.test_share, "folds": a.folds,
                 "seed": a.seed, "gru": format!("{cfg:?}"),
             }),
             metrics: results,
@@ -843,26 +911,35 @@ mod tests {
     }
 
     #[test]
+    fn the_fusion_weighs_the_input_that_separates() {
+        // The sequence logit separates the classes, the frame score is noise.
+        let rows: Vec<(f32, f32, bool)> = (0..400)
+            .map(|k| {
+                let fake = k % 2 == 1;
+                let noise = ((k as f32) * 0.77).sin() * 0.5;
+                let p = 0.5 + 0.3 * ((k as f32) * 1.91).sin();
+                (p, if fake { 1.0 } else { -1.0 } + noise, fake)
+            })
+            .collect();
+        let f = fit_fusion(&rows).unwrap();
+        assert!(f.sequence > 1.0, "{f:?}");
+        assert!(f.frame.abs() < 0.3 * f.sequence, "{f:?}");
+        assert!(fit_fusion(&[]).is_err());
+    }
+
+    #[test]
     fn splits_and_relative_paths() {
         let names: Vec<String> = (0..200).map(|k| format!("clip{k}.mp4")).collect();
-        let splits: Vec<Split> = names.iter().map(|n| split_of(n, 42, 0.3, 0.25)).collect();
-        let count = |s: Split| splits.iter().filter(|&&x| x == s).count();
-        assert!(
-            (40..80).contains(&count(Split::Test)),
-            "{}",
-            count(Split::Test)
-        );
-        assert!(
-            (20..60).contains(&count(Split::Val)),
-            "{}",
-            count(Split::Val)
-        );
-        // The test draw does not depend on the validation share.
+        let splits: Vec<(bool, usize)> = names.iter().map(|n| split_of(n, 42, 0.3, 5)).collect();
+        let tests = splits.iter().filter(|s| s.0).count();
+        assert!((40..80).contains(&tests), "{tests}");
+        for f in 0..5 {
+            let n = splits.iter().filter(|s| !s.0 && s.1 == f).count();
+            assert!((15..45).contains(&n), "fold {f}: {n}");
+        }
+        // The test draw does not depend on the folds.
         for n in &names {
-            assert_eq!(
-                split_of(n, 42, 0.3, 0.25) == Split::Test,
-                split_of(n, 42, 0.3, 0.0) == Split::Test
-            );
+            assert_eq!(split_of(n, 42, 0.3, 5).0, split_of(n, 42, 0.3, 3).0);
         }
         let dir = std::env::temp_dir().join(format!("fw-relpath-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("models/default")).unwrap();
