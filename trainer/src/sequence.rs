@@ -93,6 +93,9 @@ pub struct SequenceConfig {
     pub weight_decay: f64,
     /// Seed of the initial weights and the batch order.
     pub seed: u64,
+    /// Features the model must not read (indices): standardised to 0, so
+    /// the exported model keeps its input shape and ignores them.
+    pub ignore: Vec<usize>,
 }
 
 impl Default for SequenceConfig {
@@ -104,6 +107,7 @@ impl Default for SequenceConfig {
             lr: 1e-2,
             weight_decay: 1e-4,
             seed: 42,
+            ignore: Vec::new(),
         }
     }
 }
@@ -272,7 +276,15 @@ pub fn train_gru(
         cfg.batch > 0 && cfg.epochs > 0,
         "batch and epochs must be > 0"
     );
-    let (mean, inv_std) = standardisation(seqs, features);
+    ensure!(
+        cfg.ignore.iter().all(|&j| j < features),
+        "an ignored feature index is out of range"
+    );
+    let (mut mean, mut inv_std) = standardisation(seqs, features);
+    for &j in &cfg.ignore {
+        mean[j] = 0.0;
+        inv_std[j] = 0.0;
+    }
     let standardised: Vec<Vec<f32>> = seqs
         .iter()
         .map(|s| {

@@ -64,6 +64,11 @@ pub struct TemporalArgs {
     /// fusion rule is fitted on.
     #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// Features the GRU must not read, by name (`frame_logit` leaves the
+    /// frame model's evidence to the fusion rule: the GRU then sees motion
+    /// and appearance change only).
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
     /// Directory of cached per-clip steps.
     #[arg(long, default_value = "target/temporal-cache")]
     cache: PathBuf,
@@ -558,6 +563,22 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
             && a.every >= 1,
         "bad sizes"
     );
+    // Checked before the long extraction.
+    let ignore = a
+        .ignore
+        .iter()
+        .map(|n| {
+            fakewatch_sdk::sequence::FEATURE_NAMES
+                .iter()
+                .position(|f| f == n)
+                .with_context(|| {
+                    format!(
+                        "--ignore {n}: not a feature of {FEATURE_SET} ({})",
+                        fakewatch_sdk::sequence::FEATURE_NAMES.join(", ")
+                    )
+                })
+        })
+        .collect::<Result<Vec<usize>>>()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let bundle = Bundle::load(&a.bundle)?;
     ensure!(
@@ -638,6 +659,7 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     let (train, test) = (windows_of(false), windows_of(true));
     let cfg = SequenceConfig {
         seed: a.seed,
+        ignore,
         ..SequenceConfig::default()
     };
     let fit = |ws: &[&(usize, Variant, Vec<f32>)]| -> Result<SequenceModel> {
@@ -790,7 +812,7 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
             training: serde_json::json!({
                 "command": "fakewatch-train temporal",
                 "real_clips": a.real_clips, "frames": a.frames, "every": a.every,
-                "steps": a.steps, "test_share": a.test_share, "folds": a.folds,
+                "steps": a.steps, "test_share": a.test_share, "folds": a.folds, "ignore": a.ignore,
                 "seed": a.seed, "gru": format!("{cfg:?}"),
             }),
             metrics: results,
