@@ -21,6 +21,7 @@ use fakewatch_sdk::backend::{tract_flops, tract_peak_flops, ShapePolicy};
 use fakewatch_sdk::bundle::Bundle;
 use fakewatch_sdk::perception::{Perception, PerceptionTimings, PNET_PLAN_CACHE};
 use fakewatch_sdk::score::Scorer;
+use fakewatch_sdk::sequence::{SequenceScorer, TrackSequence};
 use fakewatch_sdk::{Detection, Frame};
 use serde_json::{json, Value};
 
@@ -281,7 +282,7 @@ struct StageFigures {
 
 fn measure_stages(
     p: &Perception,
-    scorer: &Scorer,
+    (scorer, seq): (&Scorer, Option<&SequenceScorer>),
     frame: &Frame,
     runs: usize,
     fl: &Flops,
@@ -290,6 +291,16 @@ fn measure_stages(
     let dets: Vec<Detection> = faces.iter().map(|f| f.detection).collect();
     let mut t: Vec<PerceptionTimings> = Vec::new();
     let (mut totals, mut align, mut score, mut overlay) = (vec![], vec![], vec![], vec![]);
+    // A full track ring, for the sequence model's window (its cost does not
+    // depend on the values).
+    let mut ring = TrackSequence::default();
+    for k in 0..fakewatch_sdk::sequence::CAPACITY {
+        ring.push_features(
+            k as u64,
+            [((k as f32) * 0.3).sin(); fakewatch_sdk::sequence::FEATURES],
+        );
+    }
+    let mut sequence = vec![];
     let aligner = p.embedder().aligner();
     let norm = p.embedder().config().normalize();
     let mut buf = vec![0f32; aligner.item_len()];
@@ -300,6 +311,14 @@ fn measure_stages(
         let s0 = Instant::now();
         scorer.score(&inputs)?;
         score.push(s0.elapsed());
+        if let Some(q) = seq {
+            // One window per face, as a session scores each track.
+            let q0 = Instant::now();
+            for _ in 0..f.len() {
+                q.logit(&ring)?;
+            }
+            sequence.push(q0.elapsed());
+        }
         totals.push(start.elapsed());
         t.push(timing);
         let a0 = Instant::now();
@@ -323,7 +342,7 @@ fn measure_stages(
     let g = 1e-9;
     let embed = median(t.iter().map(|x| x.embed).collect());
     let align_ms = median(align);
-    let rows = vec![
+    let mut rows = vec![
         (
             "pyramid+pnet",
             median(t.iter().map(|x| x.detect.stage1_wall).collect()),
@@ -344,6 +363,9 @@ fn measure_stages(
         ("head+classifier", median(score), 0.0),
         ("overlay", median(overlay), 0.0),
     ];
+    if seq.is_some() {
+        rows.insert(rows.len() - 1, ("sequence model", median(sequence), 0.0));
+    }
     Ok(StageFigures {
         rows,
         total: median(totals),
@@ -819,6 +841,7 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
     // Only the stage figures need the scorer and the FLOP counts.
     let scorer = Scorer::from_bundle(&bundle, ctx.backend())
         .with_context(|| format!("bundle {}", dir.display()))?;
+    let seq = SequenceScorer::from_bundle(&bundle, ctx.backend())?;
     let fl = flops(&bundle)?;
     if !a.json {
         println!(
@@ -837,7 +860,8 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
             let mut q = Perception::from_bundle_with(&bundle, &*be, policy)?;
             q.set_threads(threads);
             let sc = Scorer::from_bundle(&bundle, &*be)?;
-            others.push((be.name(), q, sc));
+            let sq = SequenceScorer::from_bundle(&bundle, &*be)?;
+            others.push((be.name(), q, sc, sq));
         }
         let mut cases: Vec<(String, Frame, Option<image::RgbImage>)> = Vec::new();
         if generate {
@@ -868,7 +892,7 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
         let mut clips = Vec::new();
         let mut per_case = Vec::new();
         for (name, frame, canvas) in &cases {
-            let s = measure_stages(&p, &scorer, frame, a.runs, &fl)?;
+            let s = measure_stages(&p, (&scorer, seq.as_ref()), frame, a.runs, &fl)?;
             let mut obj = json!({
                 "case": name, "backend": ctx.backend().name(), "pnet_plans": plan_name, "threads": threads,
                 "width": frame.width(), "height": frame.height(), "faces": s.faces,
@@ -884,8 +908,8 @@ pub fn run(a: BenchArgs, ctx: &AppContext) -> Result<()> {
                     })
                 }).collect::<Vec<_>>(),
             });
-            for (name, q, sc) in &others {
-                let t = measure_stages(q, sc, frame, a.runs, &fl)?;
+            for (name, q, sc, sq) in &others {
+                let t = measure_stages(q, (sc, sq.as_ref()), frame, a.runs, &fl)?;
                 obj["compare"][*name] = json!({
                     "faces": t.faces, "total_ms": t.total,
                     "stages": t.rows.iter().map(|(st, ms, _)| json!({"stage": st, "ms": ms}))
