@@ -29,3 +29,9 @@ dir=$(mktemp -d)
 "$fw" scan --explain "$dir" "$media/dfdc-sample-videos/abqwwspghj.mp4"
 cp "$dir"/000-abqwwspghj.png docs/explain-dfdc-fake.png
 rm -rf "$dir"
+# The same clip with the sequence bundle (models/default-temporal): per-face scores
+# (thick) and each track's score fused with its GRU (thin) over two runs of 16 frames.
+dir=$(mktemp -d)
+"$fw" scan --bundle models/default-temporal --explain "$dir" "$media/dfdc-sample-videos/abqwwspghj.mp4"
+cp "$dir"/000-abqwwspghj.png docs/explain-dfdc-fake-temporal.png
+rm -rf "$dir"

@@ -157,20 +157,14 @@ impl Timeline {
         tracks.dedup();
         let mut entries = Vec::new();
         for (i, &id) in tracks.iter().enumerate() {
-            let pts: Vec<(f64, f64)> = self
-                .points
-                .iter()
-                .filter(|p| p.track == Some(id))
-                .map(|p| (p.t, f64::from(p.p_fake)))
-                .collect();
-            panel.polyline(&mut f, &pts, series_color(i), 2, true);
-            let fused: Vec<(f64, f64)> = self
-                .fused
-                .iter()
-                .filter(|p| p.track == Some(id))
-                .map(|p| (p.t, f64::from(p.p_fake)))
-                .collect();
-            panel.polyline(&mut f, &fused, series_color(i), 1, false);
+            let of = |pts: &[Point2]| -> Vec<(f64, f64)> {
+                pts.iter()
+                    .filter(|p| p.track == Some(id))
+                    .map(|p| (p.t, f64::from(p.p_fake)))
+                    .collect()
+            };
+            panel.polyline(&mut f, &of(&self.points), series_color(i), 2, true);
+            panel.polyline(&mut f, &of(&self.fused), series_color(i), 1, false);
             if i < MAX_LEGEND {
                 entries.push((format!("track #{id}"), series_color(i)));
             }
