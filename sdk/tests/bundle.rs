@@ -169,3 +169,101 @@ fn only_regular_files_are_hashed() {
     assert!(err.contains("not a regular file"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `models/default-temporal` as a temporary bundle whose manifest a test may
+/// change: the models it references are linked, its sequence model copied.
+#[cfg(unix)]
+fn temporal_copy(d: &Path) -> serde_json::Value {
+    let models = common::root().join("models");
+    std::fs::create_dir_all(d.join("b")).unwrap();
+    for f in [
+        "mtcnn_pnet.onnx",
+        "mtcnn_rnet.onnx",
+        "mtcnn_onet.onnx",
+        "faceres.onnx",
+        "efficientnet_lite0.onnx",
+        "default",
+    ] {
+        std::os::unix::fs::symlink(models.join(f), d.join(f)).unwrap();
+    }
+    std::fs::copy(
+        models.join("default-temporal/sequence.onnx"),
+        d.join("b/sequence.onnx"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(models.join("default-temporal/bundle.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn sequence_sections_are_checked() {
+    let shipped = Bundle::load(common::root().join("models/default-temporal")).unwrap();
+    let spec = shipped
+        .manifest()
+        .sequence
+        .clone()
+        .expect("a sequence section");
+    assert_eq!(spec.features, fakewatch_sdk::sequence::FEATURE_SET);
+    assert_eq!(shipped.decision().fusion, Some(spec.fusion));
+    assert_eq!(
+        Bundle::load(common::root().join("models/default"))
+            .unwrap()
+            .decision()
+            .fusion,
+        None
+    );
+
+    let d = tmpdir("sequence");
+    let good = temporal_copy(&d);
+    let path = d.join("b/bundle.json");
+    std::fs::write(&path, serde_json::to_string(&good).unwrap()).unwrap();
+    assert!(Bundle::load(d.join("b")).is_ok());
+    let cases: Vec<(&str, &str, serde_json::Value)> = vec![
+        ("feature set", "feature set", {
+            let mut v = good.clone();
+            v["sequence"]["features"] = "track-motion-v9".into();
+            v
+        }),
+        ("one step", "2 to 32", {
+            let mut v = good.clone();
+            v["sequence"]["steps"] = 1.into();
+            v
+        }),
+        ("too many steps", "2 to 32", {
+            let mut v = good.clone();
+            v["sequence"]["steps"] = 64.into();
+            v
+        }),
+        ("no classifier", "classifier", {
+            let mut v = good.clone();
+            v.as_object_mut().unwrap().remove("classifier");
+            v
+        }),
+        ("unlisted file", "sha256", {
+            let mut v = good.clone();
+            v["files"].as_object_mut().unwrap().remove("sequence.onnx");
+            v
+        }),
+        ("unknown key", "unknown field", {
+            let mut v = good.clone();
+            v["sequence"]["fusion"]["gain"] = 1.into();
+            v
+        }),
+    ];
+    for (name, want, v) in cases {
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        let err = Bundle::load(d.join("b")).unwrap_err().to_string();
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    // A changed byte of the sequence model is refused like any model's.
+    std::fs::write(&path, serde_json::to_string(&good).unwrap()).unwrap();
+    let p = d.join("b/sequence.onnx");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x01;
+    std::fs::write(&p, bytes).unwrap();
+    let err = Bundle::load(d.join("b")).unwrap_err().to_string();
+    assert!(err.contains("sequence.onnx"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -104,7 +104,7 @@ const VARIANTS: [Variant; 5] = [
 ];
 
 /// Salt of the fold draw (the test draw is unsalted, as before).
-const FOLD_SALT: u64 = 0x5eed_0f_7a1;
+const FOLD_SALT: u64 = 0x0005_eed0_f7a1;
 
 /// Whether clip `name` is held out for testing, and its fold among the
 /// train clips.
