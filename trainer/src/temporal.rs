@@ -60,6 +60,10 @@ pub struct TemporalArgs {
     /// Share of the real clips held out for testing (split by clip name).
     #[arg(long, default_value_t = 0.3)]
     test_share: f64,
+    /// Hold out the clips whose names start with this (a source, e.g.
+    /// `liveportrait_`) instead of a seeded share: leave one source out.
+    #[arg(long)]
+    hold_out: Option<String>,
     /// Folds (by clip) of the train clips for the out-of-fold logits the
     /// fusion rule is fitted on.
     #[arg(long, default_value_t = 5)]
@@ -609,7 +613,10 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         let name = clip
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let (test, fold) = split_of(&name, a.seed, a.test_share, a.folds);
+        let (mut test, fold) = split_of(&name, a.seed, a.test_share, a.folds);
+        if let Some(prefix) = &a.hold_out {
+            test = name.starts_with(prefix.as_str());
+        }
         // The first held-out clip is shown, for a person to check the fakes.
         let show = test && !strip_done;
         let mut strip = Vec::new();
@@ -645,6 +652,10 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         );
     }
     bar.finish_and_clear();
+    ensure!(
+        all.iter().any(|c| c.test) && all.iter().any(|c| !c.test),
+        "the split left no test clip or no train clip (--hold-out, --test-share)"
+    );
     // Windows: (fold of a train clip or None for test, variant, features).
     let windows_of = |test: bool| -> Vec<(usize, Variant, Vec<f32>)> {
         all.iter()
@@ -812,7 +823,7 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
             training: serde_json::json!({
                 "command": "fakewatch-train temporal",
                 "real_clips": a.real_clips, "frames": a.frames, "every": a.every,
-                "steps": a.steps, "test_share": a.test_share, "folds": a.folds, "ignore": a.ignore,
+                "steps": a.steps, "test_share": a.test_share, "hold_out": a.hold_out, "folds": a.folds, "ignore": a.ignore,
                 "seed": a.seed, "gru": format!("{cfg:?}"),
             }),
             metrics: results,
