@@ -120,6 +120,38 @@ pub struct BundleManifest {
 }
 
 impl BundleManifest {
+    /// Rewrites every model path the manifest holds (the sections' files
+    /// and the keys of `files`) through `f`: a bundle written elsewhere
+    /// that references the same models.
+    pub fn map_paths(&mut self, mut f: impl FnMut(&str) -> Result<String>) -> Result<()> {
+        let d = &mut self.detector;
+        for p in [
+            &mut d.pnet,
+            &mut d.rnet,
+            &mut d.onet,
+            &mut self.backbone.file,
+        ] {
+            *p = f(p)?;
+        }
+        for b in &mut self.backbone.branches {
+            b.file = f(&b.file)?;
+        }
+        if let Some(h) = &mut self.head {
+            h.file = f(&h.file)?;
+        }
+        if let Some(c) = &mut self.classifier {
+            c.file = f(&c.file)?;
+        }
+        if let Some(q) = &mut self.sequence {
+            q.file = f(&q.file)?;
+        }
+        self.files = std::mem::take(&mut self.files)
+            .into_iter()
+            .map(|(k, v)| Ok((f(&k)?, v)))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
     /// Every model file the manifest references.
     pub fn referenced_files(&self) -> Vec<&str> {
         let mut v = vec![

@@ -45,8 +45,6 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "log_height_change",
     "appearance_change",
 ];
-/// Probabilities are clamped this far from 0 and 1 before the logit.
-const P_EPS: f32 = 1e-6;
 
 /// One analysed frame of a track.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,11 +63,9 @@ pub struct TrackSequence {
     last_embedding: Option<Embedding>,
 }
 
-/// `ln(p / (1 − p))`, with `p` kept inside `[P_EPS, 1 − P_EPS]`.
-pub fn logit(p: f32) -> f32 {
-    let p = p.clamp(P_EPS, 1.0 - P_EPS);
-    (p / (1.0 - p)).ln()
-}
+/// `ln(p / (1 − p))`, with `p` kept away from 0 and 1 (the verdict
+/// module's logit: one definition for frame features and fusion).
+pub use crate::verdict::logit;
 
 impl TrackSequence {
     /// Adds the track's face in session frame `frame`: its box, embedding
@@ -92,11 +88,7 @@ impl TrackSequence {
             let dot: f32 = prev.0.iter().zip(&embedding.0).map(|(a, b)| a * b).sum();
             features[5] = 1.0 - dot;
         }
-        if self.steps.is_full() {
-            self.steps.pop_front();
-        }
-        // Room was made above.
-        let _ = self.steps.push_back(SequenceStep { frame, features });
+        self.push_features(frame, features);
         self.last_box = Some(bbox);
         // Per face and frame: reuse the previous embedding's buffer.
         match &mut self.last_embedding {
@@ -233,7 +225,6 @@ pub struct SequenceScorer {
     model: Arc<dyn InferenceModel>,
     steps: usize,
     frame_step: usize,
-    fusion: Fusion,
 }
 
 impl std::fmt::Debug for SequenceScorer {
@@ -241,7 +232,7 @@ impl std::fmt::Debug for SequenceScorer {
         f.debug_struct("SequenceScorer")
             .field("model", &self.model.name())
             .field("steps", &self.steps)
-            .field("fusion", &self.fusion)
+            .field("frame_step", &self.frame_step)
             .finish()
     }
 }
@@ -257,7 +248,6 @@ impl SequenceScorer {
             model,
             steps: spec.steps,
             frame_step: spec.frame_step.unwrap_or(1).max(1),
-            fusion: spec.fusion,
         }))
     }
 
@@ -270,11 +260,6 @@ impl SequenceScorer {
     /// bundle does not say).
     pub fn frame_step(&self) -> usize {
         self.frame_step
-    }
-
-    /// The fusion rule.
-    pub fn fusion(&self) -> Fusion {
-        self.fusion
     }
 
     /// The logit of the track's newest window, `None` while it has fewer

@@ -438,25 +438,6 @@ impl Row {
     }
 }
 
-/// `target` as a path relative to the directory `from` (both made
-/// absolute first).
-fn relative_path(target: &Path, from: &Path) -> Result<String> {
-    let t = std::fs::canonicalize(target).with_context(|| format!("{}", target.display()))?;
-    let f = std::fs::canonicalize(from).with_context(|| format!("{}", from.display()))?;
-    let (tc, fc): (Vec<_>, Vec<_>) = (t.components().collect(), f.components().collect());
-    let common = tc.iter().zip(&fc).take_while(|(a, b)| a == b).count();
-    let mut p = PathBuf::new();
-    for _ in common..fc.len() {
-        p.push("..");
-    }
-    for c in &tc[common..] {
-        p.push(c);
-    }
-    p.to_str()
-        .map(str::to_owned)
-        .context("a model path is not UTF-8")
-}
-
 /// A bundle to write: a frame bundle plus a sequence model and its fusion.
 pub struct SequenceBundle<'a> {
     /// The frame bundle (its models are referenced, not copied).
@@ -482,31 +463,16 @@ impl SequenceBundle<'_> {
         let base = self.base;
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let mut m = base.manifest().clone();
-        let moved = |f: &str| relative_path(&base.resolve(f)?, out);
-        let mut files = std::collections::BTreeMap::new();
-        for (f, sha) in &m.files {
-            files.insert(moved(f)?, sha.clone());
-        }
-        m.detector.pnet = moved(&m.detector.pnet)?;
-        m.detector.rnet = moved(&m.detector.rnet)?;
-        m.detector.onet = moved(&m.detector.onet)?;
-        m.backbone.file = moved(&m.backbone.file)?;
-        for b in &mut m.backbone.branches {
-            b.file = moved(&b.file)?;
-        }
-        if let Some(h) = &mut m.head {
-            h.file = moved(&h.file)?;
-        }
-        if let Some(c) = &mut m.classifier {
-            c.file = moved(&c.file)?;
-        }
+        m.map_paths(|f| {
+            crate::fit::relative(&base.resolve(f)?, out)
+                .map_err(|e| fakewatch_sdk::Error::InvalidConfig(format!("{f}: {e:#}")))
+        })?;
         let seq_file = "sequence.onnx";
         crate::onnx::save(&self.model.to_onnx()?, &out.join(seq_file))?;
-        files.insert(
+        m.files.insert(
             seq_file.into(),
             fakewatch_sdk::bundle::sha256_file(&out.join(seq_file))?,
         );
-        m.files = files;
         m.name = format!("{}-temporal", m.name);
         m.created = crate::fit::rfc3339_now();
         m.sequence = Some(SequenceSpec {
@@ -981,11 +947,11 @@ mod tests {
         std::fs::write(dir.join("models/faceres.onnx"), b"x").unwrap();
         let out = dir.join("models/default-temporal");
         assert_eq!(
-            relative_path(&dir.join("models/default/classifier.onnx"), &out).unwrap(),
+            crate::fit::relative(&dir.join("models/default/classifier.onnx"), &out).unwrap(),
             "../default/classifier.onnx"
         );
         assert_eq!(
-            relative_path(&dir.join("models/default/../faceres.onnx"), &out).unwrap(),
+            crate::fit::relative(&dir.join("models/default/../faceres.onnx"), &out).unwrap(),
             "../faceres.onnx"
         );
         std::fs::remove_dir_all(&dir).unwrap();
