@@ -299,6 +299,10 @@ fn measure_stages(
             k as u64,
             [((k as f32) * 0.3).sin(); fakewatch_sdk::sequence::FEATURES],
         );
+        // A crop model's ring holds crops too (of the first face).
+        if let (Some(q), Some(d)) = (seq, dets.first()) {
+            q.push_crop(&mut ring, frame, &d.bbox)?;
+        }
     }
     let mut sequence = vec![];
     let aligner = p.embedder().aligner();
@@ -312,9 +316,11 @@ fn measure_stages(
         scorer.score(&inputs)?;
         score.push(s0.elapsed());
         if let Some(q) = seq {
-            // One window per face, as a session scores each track.
+            // One window per face, as a session scores each track (a crop
+            // model's crop included).
             let q0 = Instant::now();
-            for _ in 0..f.len() {
+            for face in &f {
+                q.push_crop(&mut ring, frame, &face.detection.bbox)?;
                 q.logit(&ring)?;
             }
             sequence.push(q0.elapsed());

@@ -244,17 +244,26 @@ impl Session {
     /// As [`Self::process`], also reporting track changes and timings.
     pub fn step(&mut self, frame: &Frame) -> Result<Step> {
         let (faces, perception) = self.detector.perception.analyze_timed(frame)?;
-        let mut step = self.add_faces_step(faces)?;
+        let mut step = self.add_faces_step(faces, Some(frame))?;
         step.timings.perception = perception;
         Ok(step)
     }
 
-    /// As [`Self::process`] for faces already detected and embedded.
+    /// As [`Self::process`] for faces already detected and embedded. A
+    /// sequence model that reads face crops
+    /// ([`crate::sequence::CROP_FEATURE_SET`]) gets none from here (there
+    /// are no pixels): use [`Self::add_faces_in`] for those bundles.
     pub fn add_faces(&mut self, faces: Vec<Face>) -> Result<Vec<ScoredFace>> {
-        Ok(self.add_faces_step(faces)?.faces)
+        Ok(self.add_faces_step(faces, None)?.faces)
     }
 
-    fn add_faces_step(&mut self, faces: Vec<Face>) -> Result<Step> {
+    /// As [`Self::add_faces`], with the frame the faces were found in (for
+    /// sequence models that read face crops).
+    pub fn add_faces_in(&mut self, frame: &Frame, faces: Vec<Face>) -> Result<Vec<ScoredFace>> {
+        Ok(self.add_faces_step(faces, Some(frame))?.faces)
+    }
+
+    fn add_faces_step(&mut self, faces: Vec<Face>, pixels: Option<&Frame>) -> Result<Step> {
         let t = Instant::now();
         let scores = self.detector.score_faces(&faces)?;
         let mut score_time = t.elapsed();
@@ -282,6 +291,9 @@ impl Session {
                 seq.push(frame, face.detection.bbox, &face.embedding, p);
                 if let Some(model) = &self.detector.sequence {
                     let t = Instant::now();
+                    if let Some(frame) = pixels {
+                        model.push_crop(seq, frame, &face.detection.bbox)?;
+                    }
                     if let Some(z) = model.logit(seq)? {
                         self.aggregator.set_sequence(id, z);
                     }

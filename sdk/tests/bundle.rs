@@ -245,6 +245,22 @@ fn sequence_sections_are_checked() {
             v["files"].as_object_mut().unwrap().remove("sequence.onnx");
             v
         }),
+        ("crop size on motion features", "crop_size is for", {
+            let mut v = good.clone();
+            v["sequence"]["crop_size"] = 64.into();
+            v
+        }),
+        ("crop features without a size", "needs crop_size", {
+            let mut v = good.clone();
+            v["sequence"]["features"] = "face-crops-v1".into();
+            v
+        }),
+        ("crops too large", "needs crop_size", {
+            let mut v = good.clone();
+            v["sequence"]["features"] = "face-crops-v1".into();
+            v["sequence"]["crop_size"] = 512.into();
+            v
+        }),
         ("unknown key", "unknown field", {
             let mut v = good.clone();
             v["sequence"]["fusion"]["gain"] = 1.into();

@@ -1188,6 +1188,9 @@ fn the_grid_page_shows_every_stream_in_a_browser() {
         "{dom}"
     );
     assert!(dom.contains("fps processed"), "{dom}");
+    // Each stream's tracks have their sparklines of P(fake) over time.
+    assert!(dom.contains("<div class=\"track\">#"), "{dom}");
+    assert!(dom.contains("<svg class=\"spark\""), "{dom}");
     let shot = dir.join("grid.png");
     chromium_dump(
         &chromium,

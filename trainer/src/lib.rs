@@ -6,6 +6,7 @@
 
 pub mod alloc;
 mod augment;
+pub mod c3d;
 mod cache;
 mod calibrate;
 mod cpu_ops;

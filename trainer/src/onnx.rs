@@ -332,6 +332,73 @@ pub fn gru_model(g: &crate::sequence::GruWeights, steps: Option<usize>) -> Resul
     ))
 }
 
+/// The C3D sequence scorer as ONNX: input `crops` `[1, 3, T, S, S]` (one
+/// track's clip of face crops, pixel values 0–255), the pixel scaling,
+/// three 3-D `Conv` + `Relu`, a mean over time and space and a `Gemm`
+/// logit: output `logit` `[1, 1]`.
+pub fn c3d_model(m: &crate::c3d::C3dModel) -> Result<ModelProto> {
+    let mut b = Builder {
+        nodes: vec![],
+        inits: vec![],
+    };
+    b.inits
+        .push(tensor("pixel_scale", &[], &[crate::c3d::PIXEL_SCALE]));
+    b.inits
+        .push(tensor("pixel_shift", &[], &[crate::c3d::PIXEL_SHIFT]));
+    b.node("Mul", &["crops", "pixel_scale"], "scaled", vec![]);
+    b.node("Add", &["scaled", "pixel_shift"], "x0", vec![]);
+    let mut x = "x0".to_string();
+    let mut inputs = 3;
+    for (i, c) in m.convs.iter().enumerate() {
+        ensure!(
+            c.inputs == inputs
+                && c.weight.len() == c.outputs * c.inputs * 27
+                && c.bias.len() == c.outputs,
+            "conv{i}: bad shapes"
+        );
+        let (w, bias) = (format!("conv{i}.weight"), format!("conv{i}.bias"));
+        b.inits
+            .push(tensor(&w, &[c.outputs, c.inputs, 3, 3, 3], &c.weight));
+        b.inits.push(tensor(&bias, &[c.outputs], &c.bias));
+        let conv = format!("conv{i}");
+        b.node(
+            "Conv",
+            &[&x, &w, &bias],
+            &conv,
+            vec![
+                ints_attr("kernel_shape", vec![3, 3, 3]),
+                ints_attr("strides", c.stride.iter().map(|&s| s as i64).collect()),
+                ints_attr("pads", vec![1; 6]),
+            ],
+        );
+        let relu = format!("relu{i}");
+        b.node("Relu", &[&conv], &relu, vec![]);
+        x = relu;
+        inputs = c.outputs;
+    }
+    ensure!(m.out_w.len() == inputs, "logit weights do not fit");
+    b.node(
+        "ReduceMean",
+        &[&x],
+        "pooled",
+        vec![ints_attr("axes", vec![2, 3, 4]), int_attr("keepdims", 0)],
+    );
+    let out = Dense {
+        weight: m.out_w.clone(),
+        bias: vec![m.out_b],
+        inputs,
+        outputs: 1,
+    };
+    let logit = b.gemm("pooled", &out, "logit")?;
+    debug_assert_eq!(logit, "logit");
+    let (t, s) = (Some(m.steps), Some(m.side));
+    Ok(b.model(
+        "c3d_sequence",
+        value_info("crops", &[Some(1), Some(3), t, s, s]),
+        value_info("logit", &[Some(1), Some(1)]),
+    ))
+}
+
 /// The random forest as ONNX: `TreeEnsembleClassifier` (domain `ai.onnx.ml`,
 /// `BRANCH_LEQ` nodes, each leaf weighted `(1 − p, p) / trees` so the summed
 /// scores are the forest's mean) followed by a Slice of the fake column:

@@ -30,6 +30,7 @@ use fakewatch_sdk::sequence::{Fusion, SequenceSpec, TrackSequence, FEATURES, FEA
 use fakewatch_sdk::{Decision, DeepfakeDetector, Frame};
 use serde::Serialize;
 
+use crate::c3d::{train_c3d, C3dConfig, C3dModel};
 use crate::rng::Rng;
 use crate::sbi::{self_blend, BlendRegion, SelfBlendConfig};
 use crate::sequence::{train_gru, SequenceConfig, SequenceModel};
@@ -80,12 +81,31 @@ pub struct TemporalArgs {
     /// relative path, not copied), `sequence.onnx` and the fusion rule.
     #[arg(long)]
     bundle_out: Option<PathBuf>,
-    /// Seed of the split, the blends and the GRU.
+    /// The sequence model: the GRU over motion features or the C3D network
+    /// over face crops.
+    #[arg(long, value_enum, default_value_t = ModelKind::Gru)]
+    model: ModelKind,
+    /// Side of the C3D's face crops, in pixels.
+    #[arg(long, default_value_t = 64)]
+    crop_size: u32,
+    /// Passes of the C3D training over its clips.
+    #[arg(long, default_value_t = 12)]
+    c3d_epochs: usize,
+    /// Seed of the split, the blends and the sequence model.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Output directory: `results.json`, `sequence.onnx`.
     #[arg(long)]
     out: PathBuf,
+}
+
+/// Which sequence model `temporal` trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// The paper's LSTM baseline as a GRU over motion features.
+    Gru,
+    /// The paper's C3D baseline over face crops.
+    C3d,
 }
 
 /// How a clip's face is treated.
@@ -127,8 +147,9 @@ struct ClipSteps {
     test: bool,
     fold: usize,
     variant: Variant,
-
     steps: Vec<[f32; FEATURES]>,
+    /// Face crops, one per step (C3D only).
+    crops: Option<Vec<Vec<u8>>>,
 }
 
 /// FNV-1a of a name: a split that does not depend on the listing order.
@@ -165,22 +186,22 @@ const STRIP_FRAMES: usize = 8;
 /// Side of a face in the strip.
 const STRIP_TILE: u32 = 96;
 
-/// The steps of `path` under `variants` (the untouched clip for `Real`);
-/// with `strip`, the first [`STRIP_FRAMES`] faces of each variant too.
-fn clip_steps(
+/// Reads `path` as `temporal` does (`--frames` frames, every `--every`-th)
+/// and calls `visit` with each read frame's largest face under each of
+/// `variants`: the frame as shown (self-blended, or untouched for `Real`),
+/// the variant's index and the detection. A frame without a face, or a
+/// blend that fails, is skipped for that variant, the same way for every
+/// caller (so steps and crops of a clip line up).
+fn for_each_face(
     det: &DeepfakeDetector,
     path: &Path,
     variants: &[Variant],
     a: &TemporalArgs,
     sbi: &SelfBlendConfig,
-    mut strip: Option<&mut Vec<(Variant, Frame)>>,
-) -> Result<Vec<(Variant, Vec<[f32; FEATURES]>)>> {
+    mut visit: impl FnMut(usize, u64, &Frame, &Detection) -> Result<()>,
+) -> Result<()> {
     let name = path.to_string_lossy().into_owned();
     let mut reader = fakewatch_sdk::video::VideoReader::open(&name)?;
-    let mut seqs: Vec<(Variant, TrackSequence, Vec<[f32; FEATURES]>)> = variants
-        .iter()
-        .map(|&v| (v, TrackSequence::default(), Vec::new()))
-        .collect();
     let clip_seed = name_hash(&name, a.seed);
     let (mut index, mut read) = (0usize, 0usize);
     while read < a.frames {
@@ -195,7 +216,7 @@ fn clip_steps(
         let Some(d) = largest(det.perception().detect(&frame)?) else {
             continue;
         };
-        for (variant, seq, rows) in &mut seqs {
+        for (k, variant) in variants.iter().enumerate() {
             let per_frame = clip_seed ^ (read as u64).wrapping_mul(0x9E37);
             let blend_seed = match variant {
                 Variant::Real => None,
@@ -226,22 +247,195 @@ fn clip_steps(
                     }
                 },
             };
-            if let Some(st) = strip.as_deref_mut() {
-                if st.iter().filter(|(v, _)| v == variant).count() < STRIP_FRAMES {
-                    if let Some(t) = fakewatch_sdk::draw::thumbnail(shown, &d.bbox, STRIP_TILE, 1.2)
-                    {
-                        st.push((*variant, t));
-                    }
-                }
-            }
-            let (face, p) = scored(det, shown, &d)?;
-            seq.push(read as u64, face.detection.bbox, &face.embedding, p);
-            if let Some(last) = seq.steps().last() {
-                rows.push(last.features);
-            }
+            visit(k, read as u64, shown, &d)?;
         }
     }
+    Ok(())
+}
+
+/// The steps of `path` under `variants` (the untouched clip for `Real`);
+/// with `strip`, the first [`STRIP_FRAMES`] faces of each variant too.
+fn clip_steps(
+    det: &DeepfakeDetector,
+    path: &Path,
+    variants: &[Variant],
+    a: &TemporalArgs,
+    sbi: &SelfBlendConfig,
+    mut strip: Option<&mut Vec<(Variant, Frame)>>,
+) -> Result<Vec<(Variant, Vec<[f32; FEATURES]>)>> {
+    let mut seqs: Vec<(Variant, TrackSequence, Vec<[f32; FEATURES]>)> = variants
+        .iter()
+        .map(|&v| (v, TrackSequence::default(), Vec::new()))
+        .collect();
+    for_each_face(det, path, variants, a, sbi, |k, read, shown, d| {
+        let (variant, seq, rows) = &mut seqs[k];
+        if let Some(st) = strip.as_deref_mut() {
+            if st.iter().filter(|(v, _)| v == variant).count() < STRIP_FRAMES {
+                if let Some(t) = fakewatch_sdk::draw::thumbnail(shown, &d.bbox, STRIP_TILE, 1.2) {
+                    st.push((*variant, t));
+                }
+            }
+        }
+        let (face, p) = scored(det, shown, d)?;
+        seq.push(read, face.detection.bbox, &face.embedding, p);
+        if let Some(last) = seq.steps().last() {
+            rows.push(last.features);
+        }
+        Ok(())
+    })?;
     Ok(seqs.into_iter().map(|(v, _, rows)| (v, rows)).collect())
+}
+
+/// The face crops ([`fakewatch_sdk::sequence::face_crop`], `--crop-size`)
+/// of `path` under `variants`, one per step of [`clip_steps`]; a face with
+/// no crop (an empty box) gets a black one, so the two stay in line.
+fn clip_crops(
+    det: &DeepfakeDetector,
+    path: &Path,
+    variants: &[Variant],
+    a: &TemporalArgs,
+    sbi: &SelfBlendConfig,
+) -> Result<Vec<(Variant, Vec<Vec<u8>>)>> {
+    let side = a.crop_size;
+    let len = 3 * (side as usize).pow(2);
+    let mut out: Vec<(Variant, Vec<Vec<u8>>)> = variants.iter().map(|&v| (v, Vec::new())).collect();
+    for_each_face(det, path, variants, a, sbi, |k, _, shown, d| {
+        let c = fakewatch_sdk::sequence::face_crop(shown, &d.bbox, side)
+            .unwrap_or_else(|| vec![0; len]);
+        out[k].1.push(c);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The cache file of one clip's `features` (a feature set and its
+/// settings): the key covers the bundle's files, the clip (path, size,
+/// modification time), the settings and the generator.
+fn cache_file(
+    bundle: &Bundle,
+    path: &Path,
+    variants: &[Variant],
+    a: &TemporalArgs,
+    sbi: &SelfBlendConfig,
+    features: &str,
+    ext: &str,
+) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let key_text = format!(
+        "{:?}|{}|{}|{mtime}|{}|{}|{}|{variants:?}|{:?}|{}|{features}",
+        bundle.manifest().files,
+        path.display(),
+        meta.len(),
+        a.frames,
+        a.every,
+        a.seed,
+        sbi,
+        crate::sbi::GENERATOR_VERSION,
+    );
+    Ok(a.cache
+        .join(format!("{:016x}.{ext}", name_hash(&key_text, 0))))
+}
+
+/// A clip's steps under each variant and, when `--model c3d`, its crops;
+/// a variant whose crops do not line up with its steps loses its crops
+/// (and so its C3D windows), with a warning.
+type StepsAndCrops = Vec<(Variant, Vec<[f32; FEATURES]>, Option<Vec<Vec<u8>>>)>;
+
+/// [`cached_clip_steps`] and, for the C3D, [`cached_clip_crops`].
+fn clip_steps_and_crops(
+    det: &DeepfakeDetector,
+    bundle: &Bundle,
+    path: &Path,
+    variants: &[Variant],
+    a: &TemporalArgs,
+    sbi: &SelfBlendConfig,
+    strip: Option<&mut Vec<(Variant, Frame)>>,
+) -> Result<StepsAndCrops> {
+    let steps = cached_clip_steps(det, bundle, path, variants, a, sbi, strip)?;
+    let mut crops = match a.model {
+        ModelKind::Gru => Vec::new(),
+        ModelKind::C3d => cached_clip_crops(det, bundle, path, variants, a, sbi)?,
+    };
+    Ok(steps
+        .into_iter()
+        .map(|(v, s)| {
+            let c = crops
+                .iter()
+                .position(|(cv, _)| *cv == v)
+                .map(|k| crops.swap_remove(k).1);
+            let c = match c {
+                Some(c) if c.len() == s.len() => Some(c),
+                Some(c) => {
+                    log::warn!(
+                        "{}: {v:?} has {} steps but {} crops; left out of the C3D",
+                        path.display(),
+                        s.len(),
+                        c.len()
+                    );
+                    None
+                }
+                None => None,
+            };
+            (v, s, c)
+        })
+        .collect())
+}
+
+/// [`clip_crops`] through the cache (`.crops` files: per variant its index
+/// byte, the crop count as `u32` little-endian, then the crops).
+fn cached_clip_crops(
+    det: &DeepfakeDetector,
+    bundle: &Bundle,
+    path: &Path,
+    variants: &[Variant],
+    a: &TemporalArgs,
+    sbi: &SelfBlendConfig,
+) -> Result<Vec<(Variant, Vec<Vec<u8>>)>> {
+    let features = format!(
+        "{}|{}",
+        fakewatch_sdk::sequence::CROP_FEATURE_SET,
+        a.crop_size
+    );
+    let file = cache_file(bundle, path, variants, a, sbi, &features, "crops")?;
+    let len = 3 * (a.crop_size as usize).pow(2);
+    if let Ok(bytes) = std::fs::read(&file) {
+        match decode_crops(&bytes, len) {
+            Some(v) => return Ok(v),
+            None => log::warn!("{}: unreadable cache entry; recomputing", file.display()),
+        }
+    }
+    let v = clip_crops(det, path, variants, a, sbi)?;
+    let mut bytes = Vec::new();
+    for (variant, crops) in &v {
+        let k = VARIANTS.iter().position(|x| x == variant).unwrap_or(0);
+        bytes.push(k as u8);
+        bytes.extend_from_slice(&(crops.len() as u32).to_le_bytes());
+        for c in crops {
+            bytes.extend_from_slice(c);
+        }
+    }
+    std::fs::create_dir_all(&a.cache).with_context(|| format!("creating {}", a.cache.display()))?;
+    std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    Ok(v)
+}
+
+/// Reads a `.crops` cache entry of crops of `len` bytes; `None` when it is
+/// cut short or names no variant.
+fn decode_crops(mut bytes: &[u8], len: usize) -> Option<Vec<(Variant, Vec<Vec<u8>>)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let variant = *VARIANTS.get(usize::from(*bytes.first()?))?;
+        let n = u32::from_le_bytes(bytes.get(1..5)?.try_into().ok()?) as usize;
+        let body = bytes.get(5..5 + n.checked_mul(len)?)?;
+        out.push((variant, body.chunks(len).map(<[u8]>::to_vec).collect()));
+        bytes = &bytes[5 + n * len..];
+    }
+    Some(out)
 }
 
 /// Steps of every variant of one clip.
@@ -258,27 +452,15 @@ fn cached_clip_steps(
     sbi: &SelfBlendConfig,
     strip: Option<&mut Vec<(Variant, Frame)>>,
 ) -> Result<VariantSteps> {
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    let key_text = format!(
-        "{:?}|{}|{}|{mtime}|{}|{}|{}|{variants:?}|{:?}|{}|{}",
-        bundle.manifest().files,
-        path.display(),
-        meta.len(),
-        a.frames,
-        a.every,
-        a.seed,
+    let file = cache_file(
+        bundle,
+        path,
+        variants,
+        a,
         sbi,
-        crate::sbi::GENERATOR_VERSION,
         fakewatch_sdk::sequence::FEATURE_SET,
-    );
-    let file = a
-        .cache
-        .join(format!("{:016x}.json", name_hash(&key_text, 0)));
+        "json",
+    )?;
     // A strip is drawn from decoded frames: it bypasses the cache.
     if strip.is_none() {
         if let Ok(bytes) = std::fs::read(&file) {
@@ -350,6 +532,101 @@ fn windows(rows: &[[f32; FEATURES]], steps: usize) -> Vec<Vec<f32>> {
     out
 }
 
+/// Windows of `steps` crops (the starts of [`windows`]), each laid out as
+/// one clip `[3, steps, side, side]`.
+fn crop_windows(crops: &[Vec<u8>], steps: usize) -> Vec<Vec<u8>> {
+    let stride = (steps / 2).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + steps <= crops.len() {
+        let plane = crops[start].len() / 3;
+        let mut clip = vec![0u8; 3 * steps * plane];
+        for (t, c) in crops[start..start + steps].iter().enumerate() {
+            for ch in 0..3 {
+                clip[(ch * steps + t) * plane..(ch * steps + t + 1) * plane]
+                    .copy_from_slice(&c[ch * plane..(ch + 1) * plane]);
+            }
+        }
+        out.push(clip);
+        start += stride;
+    }
+    out
+}
+
+/// One window of a clip: the fold of its clip, its variant, its motion
+/// features and, for the C3D, its clip of crops.
+struct Window {
+    fold: usize,
+    variant: Variant,
+    feats: Vec<f32>,
+    crops: Option<Vec<u8>>,
+}
+
+impl Window {
+    fn fake(&self) -> bool {
+        self.variant != Variant::Real
+    }
+}
+
+/// The windows of one clip's steps and crops (crops only when given).
+fn clip_windows(
+    fold: usize,
+    variant: Variant,
+    steps: &[[f32; FEATURES]],
+    crops: Option<&[Vec<u8>]>,
+    n: usize,
+) -> Vec<Window> {
+    let feats = windows(steps, n);
+    let mut crops = crops.map(|c| crop_windows(c, n).into_iter());
+    feats
+        .into_iter()
+        .map(|f| Window {
+            fold,
+            variant,
+            feats: f,
+            crops: crops.as_mut().and_then(Iterator::next),
+        })
+        .collect()
+}
+
+/// A trained sequence model of either kind.
+pub enum Trained {
+    /// The GRU over motion features.
+    Gru(SequenceModel),
+    /// The C3D network over face crops.
+    C3d(C3dModel),
+}
+
+impl Trained {
+    /// The logits of windows (batched for the C3D).
+    fn logits(&self, ws: &[&Window]) -> Result<Vec<f32>> {
+        match self {
+            Trained::Gru(m) => Ok(ws.iter().map(|w| m.logit(&w.feats)).collect()),
+            Trained::C3d(m) => {
+                let clips = ws
+                    .iter()
+                    .map(|w| w.crops.as_deref().context("a window without crops"))
+                    .collect::<Result<Vec<&[u8]>>>()?;
+                m.logits(&clips)
+            }
+        }
+    }
+
+    fn to_onnx(&self) -> Result<tract_onnx::pb::ModelProto> {
+        match self {
+            Trained::Gru(m) => m.to_onnx(),
+            Trained::C3d(m) => m.to_onnx(),
+        }
+    }
+
+    fn steps(&self) -> usize {
+        match self {
+            Trained::Gru(m) => m.steps,
+            Trained::C3d(m) => m.steps,
+        }
+    }
+}
+
 /// The frame model's raw score of a window: the mean of its frames' P(fake)
 /// (what the SDK's track window averages).
 fn frame_raw(window: &[f32]) -> f32 {
@@ -362,30 +639,36 @@ fn frame_raw(window: &[f32]) -> f32 {
 }
 
 /// A window's three scores: the frame model's reported score (calibrated
-/// as the bundle says), the GRU's logit, and the fused P(fake).
+/// as the bundle says), the sequence model's logit, and the fused P(fake).
 #[derive(Debug, Clone, Copy)]
 struct Scores {
     frame: f32,
-    gru: f32,
+    sequence: f32,
     fused: f32,
 }
 
 /// Everything that scores a window.
 struct Scorers<'a> {
     decision: &'a Decision,
-    model: &'a SequenceModel,
+    model: &'a Trained,
     fusion: Fusion,
 }
 
 impl Scorers<'_> {
-    fn score(&self, w: &[f32]) -> Scores {
-        let frame = self.decision.probability(frame_raw(w));
-        let gru = self.model.logit(w);
-        Scores {
-            frame,
-            gru,
-            fused: self.fusion.apply(frame, gru),
-        }
+    fn score(&self, ws: &[&Window]) -> Result<Vec<Scores>> {
+        let z = self.model.logits(ws)?;
+        Ok(ws
+            .iter()
+            .zip(z)
+            .map(|(w, z)| {
+                let frame = self.decision.probability(frame_raw(&w.feats));
+                Scores {
+                    frame,
+                    sequence: z,
+                    fused: self.fusion.apply(frame, z),
+                }
+            })
+            .collect())
     }
 }
 
@@ -417,7 +700,7 @@ struct Row {
     set: String,
     items: usize,
     frame_auc: Option<f64>,
-    gru_auc: Option<f64>,
+    sequence_auc: Option<f64>,
     fused_auc: Option<f64>,
 }
 
@@ -432,7 +715,7 @@ impl Row {
             set,
             items: scores.len(),
             frame_auc: auc(&|s| s.frame),
-            gru_auc: auc(&|s| s.gru),
+            sequence_auc: auc(&|s| s.sequence),
             fused_auc: auc(&|s| s.fused),
         }
     }
@@ -443,7 +726,7 @@ pub struct SequenceBundle<'a> {
     /// The frame bundle (its models are referenced, not copied).
     pub base: &'a Bundle,
     /// The trained sequence model.
-    pub model: &'a SequenceModel,
+    pub model: &'a Trained,
     /// The fusion rule.
     pub fusion: Fusion,
     /// Source frames between two steps of the training windows.
@@ -475,11 +758,19 @@ impl SequenceBundle<'_> {
         );
         m.name = format!("{}-temporal", m.name);
         m.created = crate::fit::rfc3339_now();
+        let (features, crop_size) = match self.model {
+            Trained::Gru(_) => (FEATURE_SET, None),
+            Trained::C3d(c) => (
+                fakewatch_sdk::sequence::CROP_FEATURE_SET,
+                Some(u32::try_from(c.side)?),
+            ),
+        };
         m.sequence = Some(SequenceSpec {
             file: seq_file.into(),
-            features: FEATURE_SET.into(),
-            steps: self.model.steps,
+            features: features.into(),
+            steps: self.model.steps(),
             frame_step: Some(self.frame_step),
+            crop_size,
             fusion: self.fusion,
         });
         m.training = Some(serde_json::json!({
@@ -496,18 +787,33 @@ impl SequenceBundle<'_> {
         let loaded = Bundle::load(out)?;
         let q = fakewatch_sdk::sequence::SequenceScorer::from_bundle(&loaded, backend)?
             .context("the written bundle has no sequence model")?;
+        let steps = self.model.steps();
         let mut seq = TrackSequence::default();
-        let mut probe = Vec::with_capacity(self.model.steps * FEATURES);
-        for k in 0..self.model.steps {
+        let mut probe = Vec::with_capacity(steps * FEATURES);
+        let mut crops = Vec::new();
+        for k in 0..steps {
             let mut f = [0f32; FEATURES];
             for (j, v) in f.iter_mut().enumerate() {
                 *v = ((k * FEATURES + j) as f32 * 0.37).sin();
             }
             seq.push_features(k as u64, f);
             probe.extend_from_slice(&f);
+            if let Trained::C3d(c) = self.model {
+                let crop: Vec<u8> = (0..3 * c.side * c.side)
+                    .map(|i| (((i + 7 * k) as f32 * 0.61).sin() * 127.0 + 128.0) as u8)
+                    .collect();
+                seq.push_crop(&crop, c.side, steps)?;
+                crops.push(crop);
+            }
         }
         let got = q.logit(&seq)?.context("probe window too short")?;
-        let want = self.model.logit(&probe);
+        let window = Window {
+            fold: 0,
+            variant: Variant::Real,
+            feats: probe,
+            crops: crop_windows(&crops, steps).pop(),
+        };
+        let want = self.model.logits(&[&window])?[0];
         ensure!(
             (got - want).abs() <= SDK_TOLERANCE * want.abs().max(1.0),
             "the bundle's sequence model gives {got}, the trainer's {want}"
@@ -587,15 +893,16 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         let show = test && !strip_done;
         let mut strip = Vec::new();
         let strip_arg = show.then_some(&mut strip);
-        match cached_clip_steps(&det, &bundle, clip, &VARIANTS, &a, &sbi, strip_arg) {
+        match clip_steps_and_crops(&det, &bundle, clip, &VARIANTS, &a, &sbi, strip_arg) {
             Ok(v) => {
-                for (variant, steps) in v {
+                for (variant, steps, crops) in v {
                     all.push(ClipSteps {
                         clip: name.clone(),
                         test,
                         fold,
                         variant,
                         steps,
+                        crops,
                     });
                 }
             }
@@ -622,15 +929,12 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         all.iter().any(|c| c.test) && all.iter().any(|c| !c.test),
         "the split left no test clip or no train clip (--hold-out, --test-share)"
     );
-    // Windows: (fold of a train clip or None for test, variant, features).
-    let windows_of = |test: bool| -> Vec<(usize, Variant, Vec<f32>)> {
+    // A C3D sees only windows with crops (every column scores the same ones).
+    let windows_of = |test: bool| -> Vec<Window> {
         all.iter()
             .filter(|c| c.test == test)
-            .flat_map(|c| {
-                windows(&c.steps, a.steps)
-                    .into_iter()
-                    .map(|w| (c.fold, c.variant, w))
-            })
+            .flat_map(|c| clip_windows(c.fold, c.variant, &c.steps, c.crops.as_deref(), a.steps))
+            .filter(|w| a.model == ModelKind::Gru || w.crops.is_some())
             .collect()
     };
     let (train, test) = (windows_of(false), windows_of(true));
@@ -639,15 +943,39 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         ignore,
         ..SequenceConfig::default()
     };
-    let fit = |ws: &[&(usize, Variant, Vec<f32>)]| -> Result<SequenceModel> {
-        let x: Vec<Vec<f32>> = ws.iter().map(|(_, _, w)| w.clone()).collect();
-        let y: Vec<bool> = ws.iter().map(|(_, v, _)| *v != Variant::Real).collect();
-        train_gru(&x, &y, a.steps, FEATURES, &cfg)
+    let c3d_cfg = C3dConfig {
+        epochs: a.c3d_epochs,
+        seed: a.seed,
+        ..C3dConfig::default()
     };
-    // Out-of-fold logits: each train clip scored by a GRU that did not see it.
+    let fit = |ws: &[&Window]| -> Result<Trained> {
+        let y: Vec<bool> = ws.iter().map(|w| w.fake()).collect();
+        match a.model {
+            ModelKind::Gru => {
+                let x: Vec<Vec<f32>> = ws.iter().map(|w| w.feats.clone()).collect();
+                Ok(Trained::Gru(train_gru(&x, &y, a.steps, FEATURES, &cfg)?))
+            }
+            ModelKind::C3d => {
+                let x = ws
+                    .iter()
+                    .map(|w| w.crops.as_deref().context("a window without crops"))
+                    .collect::<Result<Vec<&[u8]>>>()?;
+                let t = std::time::Instant::now();
+                let m = train_c3d(&x, &y, a.steps, a.crop_size as usize, &c3d_cfg)?;
+                log::info!(
+                    "C3D trained on {} clips in {:.0} s",
+                    x.len(),
+                    t.elapsed().as_secs_f64()
+                );
+                Ok(Trained::C3d(m))
+            }
+        }
+    };
+    // Out-of-fold logits: each train clip scored by a model that did not see it.
     let mut oof: Vec<(f32, f32, bool)> = Vec::new();
     for f in 0..a.folds.max(1) {
-        let (inside, outside): (Vec<_>, Vec<_>) = train.iter().partition(|(k, _, _)| *k != f);
+        let (inside, outside): (Vec<&Window>, Vec<&Window>) =
+            train.iter().partition(|w| w.fold != f);
         if outside.is_empty() {
             continue;
         }
@@ -658,12 +986,8 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
                 continue;
             }
         };
-        for (_, v, w) in outside {
-            oof.push((
-                decision.probability(frame_raw(w)),
-                m.logit(w),
-                *v != Variant::Real,
-            ));
+        for (w, z) in outside.iter().zip(m.logits(&outside)?) {
+            oof.push((decision.probability(frame_raw(&w.feats)), z, w.fake()));
         }
     }
     let model = fit(&train.iter().collect::<Vec<_>>())?;
@@ -674,15 +998,16 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         let l: Vec<bool> = oof.iter().map(|o| o.2).collect();
         crate::metrics::roc_auc(&v, &l)
     };
-    let (oof_frame, oof_gru, oof_fused) = (
+    let (oof_frame, oof_sequence, oof_fused) = (
         oof_auc(&|o| o.0),
         oof_auc(&|o| o.1),
         oof_auc(&|o| fusion.apply(o.0, o.1)),
     );
     log::info!(
-        "fusion fitted on {} out-of-fold windows ({} folds): {fusion:?}; out-of-fold AUC frame {oof_frame:?}, GRU {oof_gru:?}, fused {oof_fused:?}",
+        "fusion fitted on {} out-of-fold windows ({} folds): {fusion:?}; out-of-fold AUC frame {oof_frame:?}, {:?} {oof_sequence:?}, fused {oof_fused:?}",
         oof.len(),
-        a.folds
+        a.folds,
+        a.model
     );
     let scorers = Scorers {
         decision: &decision,
@@ -698,10 +1023,14 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         Some(Variant::Jump),
         Some(Variant::Mouth),
     ] {
-        let items: Vec<(Scores, bool)> = test
+        let ws: Vec<&Window> = test
             .iter()
-            .filter(|(_, v, _)| *v == Variant::Real || fake.is_none() || Some(*v) == fake)
-            .map(|(_, v, w)| (scorers.score(w), *v != Variant::Real))
+            .filter(|w| !w.fake() || fake.is_none() || Some(w.variant) == fake)
+            .collect();
+        let items: Vec<(Scores, bool)> = scorers
+            .score(&ws)?
+            .into_iter()
+            .zip(ws.iter().map(|w| w.fake()))
             .collect();
         rows.push(Row::of(
             format!(
@@ -723,26 +1052,36 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
                 continue;
             };
             let path = dir.join(file);
-            let steps =
-                match cached_clip_steps(&det, &bundle, &path, &[Variant::Real], &a, &sbi, None) {
-                    Ok(mut v) => v.pop().map(|(_, s)| s).unwrap_or_default(),
-                    Err(e) => {
-                        log::warn!("{file}: {e:#}");
-                        continue;
-                    }
-                };
-            let ws = windows(&steps, a.steps);
+            let (steps, crops) = match clip_steps_and_crops(
+                &det,
+                &bundle,
+                &path,
+                &[Variant::Real],
+                &a,
+                &sbi,
+                None,
+            ) {
+                Ok(mut v) => v.pop().map(|(_, s, c)| (s, c)).unwrap_or_default(),
+                Err(e) => {
+                    log::warn!("{file}: {e:#}");
+                    continue;
+                }
+            };
+            let ws: Vec<Window> = clip_windows(0, Variant::Real, &steps, crops.as_deref(), a.steps)
+                .into_iter()
+                .filter(|w| a.model == ModelKind::Gru || w.crops.is_some())
+                .collect();
             if ws.is_empty() {
                 log::info!("{file}: fewer than {} steps with a face", a.steps);
                 continue;
             }
             let n = ws.len() as f32;
-            let sc: Vec<Scores> = ws.iter().map(|w| scorers.score(w)).collect();
+            let sc = scorers.score(&ws.iter().collect::<Vec<_>>())?;
             let mean = |f: &dyn Fn(&Scores) -> f32| sc.iter().map(f).sum::<f32>() / n;
             items.push((
                 Scores {
                     frame: mean(&|s| s.frame),
-                    gru: mean(&|s| s.gru),
+                    sequence: mean(&|s| s.sequence),
                     fused: mean(&|s| s.fused),
                 },
                 label == "fake",
@@ -756,11 +1095,12 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     let fmt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
     for r in &rows {
         println!(
-            "{:<60} {:>5} items  frame-only AUC {}  GRU AUC {}  fused AUC {}",
+            "{:<60} {:>5} items  frame-only AUC {}  {:?} AUC {}  fused AUC {}",
             r.set,
             r.items,
             fmt(r.frame_auc),
-            fmt(r.gru_auc),
+            a.model,
+            fmt(r.sequence_auc),
             fmt(r.fused_auc)
         );
     }
@@ -772,7 +1112,8 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     let results = serde_json::json!({
         "rows": rows, "clips": split, "train_windows": train.len(),
         "fusion": fusion, "fusion_windows": oof.len(), "folds": a.folds,
-        "out_of_fold_auc": {"frame": oof_frame, "gru": oof_gru, "fused": oof_fused},
+        "model": format!("{:?}", a.model).to_lowercase(),
+        "out_of_fold_auc": {"frame": oof_frame, "sequence": oof_sequence, "fused": oof_fused},
         "steps": a.steps, "frames": a.frames, "every": a.every, "seed": a.seed,
         "seconds": started.elapsed().as_secs_f64(),
     });
@@ -790,7 +1131,9 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
                 "command": "fakewatch-train temporal",
                 "real_clips": a.real_clips, "frames": a.frames, "every": a.every,
                 "steps": a.steps, "test_share": a.test_share, "hold_out": a.hold_out, "folds": a.folds, "ignore": a.ignore,
-                "seed": a.seed, "gru": format!("{cfg:?}"),
+                "seed": a.seed, "model": format!("{:?}", a.model).to_lowercase(),
+                "gru": (a.model == ModelKind::Gru).then(|| format!("{cfg:?}")),
+                "c3d": (a.model == ModelKind::C3d).then(|| format!("{c3d_cfg:?} crop_size {}", a.crop_size)),
             }),
             metrics: results,
         }
@@ -841,14 +1184,50 @@ mod tests {
         }
     }
 
+    /// A C3D network with small seeded weights.
+    fn fixed_c3d(steps: usize, side: usize) -> C3dModel {
+        let mut rng = Rng::new(11);
+        let mut convs = Vec::new();
+        let mut inputs = 3;
+        for (o, stride) in [(4, [1, 2, 2]), (4, [2, 2, 2]), (4, [2, 2, 2])] {
+            convs.push(crate::c3d::Conv3d {
+                inputs,
+                outputs: o,
+                stride,
+                weight: (0..o * inputs * 27).map(|_| rng.uniform() - 0.5).collect(),
+                bias: (0..o).map(|_| rng.uniform() - 0.5).collect(),
+            });
+            inputs = o;
+        }
+        C3dModel {
+            steps,
+            side,
+            convs,
+            out_w: vec![0.7, -0.4, 0.3, 0.9],
+            out_b: -0.2,
+        }
+    }
+
     #[test]
     fn a_written_sequence_bundle_fuses_per_track_in_the_sdk() {
+        written_bundle_fuses_per_track(Trained::Gru(fixed_model(3)), "gru");
+    }
+
+    #[test]
+    fn a_written_c3d_bundle_fuses_per_track_in_the_sdk() {
+        written_bundle_fuses_per_track(Trained::C3d(fixed_c3d(3, 32)), "c3d");
+    }
+
+    /// Writes a bundle of `model` over `models/default`, runs it beside the
+    /// plain bundle on the test photo and checks each track's fused score
+    /// against the rule applied to the plain score and the model's own
+    /// logit of the track's ring.
+    fn written_bundle_fuses_per_track(model: Trained, tag: &str) {
         use fakewatch_sdk::backend::TractBackend;
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let base = Bundle::load(root.join("models/default")).unwrap();
         let frame = Frame::load(root.join("tests/fixtures/t1.jpg")).unwrap();
-        let model = fixed_model(3);
-        let dir = std::env::temp_dir().join(format!("fw-seqbundle-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("fw-seqbundle-{tag}-{}", std::process::id()));
         let fusion = Fusion {
             frame: 1.0,
             sequence: 2.0,
@@ -893,8 +1272,21 @@ mod tests {
                     assert_eq!(ta, tb);
                     continue;
                 }
-                let window = b.sequence(tb.id).unwrap().window(3).unwrap();
-                let z = model.logit(&window);
+                let track = b.sequence(tb.id).unwrap();
+                let z = match &model {
+                    Trained::Gru(m) => m.logit(&track.window(3).unwrap()),
+                    Trained::C3d(m) => {
+                        let clip: Vec<u8> = track
+                            .crops()
+                            .unwrap()
+                            .window(3)
+                            .unwrap()
+                            .iter()
+                            .map(|&v| v as u8)
+                            .collect();
+                        m.logits(&[&clip]).unwrap()[0]
+                    }
+                };
                 assert_eq!(tb.frame_score, Some(ta.score));
                 let sq = tb.sequence_score.unwrap();
                 assert!((sq - fakewatch_sdk::verdict::sigmoid(z)).abs() < 1e-4);

@@ -58,8 +58,15 @@ pub struct TrackStatus {
     pub id: u32,
     /// `real`, `fake` or `unknown`.
     pub label: &'static str,
-    /// Mean P(fake) over the track's window.
+    /// Mean P(fake) over the track's window (fused with the sequence
+    /// model's score where the bundle has one).
     pub score: Option<f32>,
+    /// The frame model's P(fake) alone, when `score` is fused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_score: Option<f32>,
+    /// The sequence model's own P(fake), when `score` is fused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_score: Option<f32>,
     /// Frames scored.
     pub frames: usize,
 }
@@ -705,7 +712,29 @@ pub fn metrics_of(streams: &[(Option<&str>, &Status)]) -> String {
     out
 }
 
-const STATUS_PAGE: &str = r#"<!doctype html>
+/// The sparkline script shared by the status and grid pages: `spark(h, now)`
+/// draws a track's last minute of `[time, score, frame score, sequence
+/// score]` entries as an SVG.
+macro_rules! spark_js {
+    () => {
+        r#"// P(fake) of a track over the last minute, with the 0.5 line dashed; with
+// a sequence model, the frame score (blue) and the sequence score (orange)
+// under the fused one (white).
+function spark(h,now){
+  const W=160,H=32,x=t=>W-(now-t)/60000*W,y=p=>H-p*H;
+  const line=(k,colour,width)=>{
+    const pts=h.filter(e=>e[k]!==null&&e[k]!==undefined).map(e=>`${x(e[0]).toFixed(1)},${y(e[k]).toFixed(1)}`).join(' ');
+    return pts?`<polyline fill="none" stroke="${colour}" stroke-width="${width}" points="${pts}"/>`:'';
+  };
+  return `<svg class="spark" width="${W}" height="${H}"><line x1="0" y1="${H/2}" x2="${W}" y2="${H/2}" stroke="rgb(136,68,68)" stroke-dasharray="4 3"/>`+
+    line(2,'rgb(90,150,230)',1)+line(3,'rgb(230,150,60)',1)+line(1,'rgb(238,238,238)',1.5)+`</svg>`;
+}
+"#
+    };
+}
+
+const STATUS_PAGE: &str = concat!(
+    r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fakewatch</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -725,14 +754,9 @@ svg.spark{background:#1b1b1b}.note{color:#999;font-size:.85rem}
 <script>
 function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
 const hist={};
-// P(fake) of a track over the last minute, with the 0.5 line dashed.
-function spark(h,now){
-  const W=160,H=32,x=t=>W-(now-t)/60000*W,y=p=>H-p*H;
-  const pts=h.map(([t,p])=>`${x(t).toFixed(1)},${y(p).toFixed(1)}`).join(' ');
-  return `<svg class="spark" width="${W}" height="${H}"><line x1="0" y1="${H/2}" x2="${W}" y2="${H/2}" stroke="rgb(136,68,68)" stroke-dasharray="4 3"/>`+
-    `<polyline fill="none" stroke="rgb(238,238,238)" stroke-width="1.5" points="${pts}"/></svg>`;
-}
-async function tick(){
+"#,
+    spark_js!(),
+    r#"async function tick(){
   try{
     const s=await (await fetch('/status.json'+location.search,{cache:'no-store'})).json();
     const v=document.getElementById('verdict');v.className=s.label;
@@ -745,7 +769,7 @@ async function tick(){
     const now=Date.now();
     for(const t of s.tracks){
       if(t.score===null||t.score===undefined)continue;
-      const h=(hist[t.id]=hist[t.id]||[]);h.push([now,t.score]);
+      const h=(hist[t.id]=hist[t.id]||[]);h.push([now,t.score,t.frame_score,t.sequence_score]);
       while(h.length&&now-h[0][0]>60000)h.shift();
     }
     document.getElementById('tracks').innerHTML=s.tracks.map(t=>
@@ -756,11 +780,13 @@ async function tick(){
 setInterval(tick,500);tick();
 window.addEventListener('load',()=>{document.getElementById('preview').src='/stream.mjpg'+location.search});
 </script></body></html>
-"#;
+"#
+);
 
 /// The grid page of a multi-stream run: one card per stream (verdict,
 /// figures, tracks, live preview), refreshed from `/status.json`.
-const GRID_PAGE: &str = r#"<!doctype html>
+const GRID_PAGE: &str = concat!(
+    r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fakewatch · streams</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -773,12 +799,16 @@ body{font-family:system-ui,sans-serif;margin:1rem;background:#111;color:#eee}
 .figures{font-size:.85rem;color:#bbb;margin:.3rem 0}
 .lost{color:#ff8a80;font-weight:bold}
 img{width:100%;border:1px solid #333}
+svg.spark{background:#1b1b1b;vertical-align:middle}.track{margin:.1rem 0}
 </style></head><body>
 <h1>fakewatch <span id="count"></span></h1>
 <div id="grid">waiting for the streams…</div>
 <script>
 function fmt(x){return x===null||x===undefined?"–":x.toFixed(3)}
-const cards={};
+const cards={},hist={};
+"#,
+    spark_js!(),
+    r#"
 function card(name){
   if(cards[name])return cards[name];
   const g=document.getElementById('grid');
@@ -805,13 +835,21 @@ async function tick(){
         `${s.frames_analyzed} analysed · ${s.dropped} dropped · analysis ${s.analysis_latency_ms.toFixed(0)} ms`;
       f.className='figures'+(s.source_lost?' lost':'');
       if(s.source_lost)f.textContent+=' · SOURCE LOST';
-      c.querySelector('.tracks').textContent=s.tracks.map(t=>`#${t.id} ${t.label} ${fmt(t.score)}`).join(' · ');
+      const now=Date.now();
+      for(const t of s.tracks){
+        if(t.score===null||t.score===undefined)continue;
+        const h=(hist[name+'#'+t.id]=hist[name+'#'+t.id]||[]);h.push([now,t.score,t.frame_score,t.sequence_score]);
+        while(h.length&&now-h[0][0]>60000)h.shift();
+      }
+      c.querySelector('.tracks').innerHTML=s.tracks.map(t=>
+        `<div class="track">#${t.id} ${t.label} ${fmt(t.score)} ${spark(hist[name+'#'+t.id]||[],now)}</div>`).join('');
     }
   }catch(e){document.getElementById('count').textContent='· disconnected'}
 }
 setInterval(tick,500);tick();
 </script></body></html>
-"#;
+"#
+);
 
 #[cfg(test)]
 mod tests {

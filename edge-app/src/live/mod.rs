@@ -62,6 +62,10 @@ struct TrackView {
     seen: Instant,
     label: Label,
     score: Option<f32>,
+    /// The frame model's and the sequence model's scores, when the bundle
+    /// has a sequence model (`score` is then their fusion).
+    frame_score: Option<f32>,
+    sequence_score: Option<f32>,
     frames: usize,
 }
 
@@ -349,6 +353,8 @@ impl Analyzer {
                 seen: c.at,
                 label: t.map_or(Label::Unknown, |t| t.label),
                 score: t.map(|t| t.score),
+                frame_score: t.and_then(|t| t.frame_score),
+                sequence_score: t.and_then(|t| t.sequence_score),
                 frames: t.map_or(0, |t| t.frames),
             });
         }
@@ -1358,6 +1364,8 @@ fn status(
                     id: t.id,
                     label: t.label.as_str(),
                     score: t.score,
+                    frame_score: t.frame_score,
+                    sequence_score: t.sequence_score,
                     frames: t.frames,
                 })
                 .collect(),

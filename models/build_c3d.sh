@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The C3D baseline of issue 26: a 3-D convolution network over 16 face
+# crops of 64 × 64 (every 2nd frame) of each track, trained on the temporal
+# fakes made from the real talking heads (`fakewatch-train temporal --model
+# c3d`), with its fusion rule fitted on out-of-fold logits. The bundle keeps
+# models/default's files by relative path and adds only sequence.onnx.
+# CPU only; seed 42. Results: bench/results-2026-12-05-temporal.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo run --release -p fakewatch-trainer -- temporal \
+    --real-clips ../shared/data/media/talking-heads --eval ../shared/data/media/generated \
+    --bundle models/default --frames 48 --steps 16 --every 2 --seed 42 \
+    --model c3d --crop-size 64 --c3d-epochs 12 \
+    --out target/temporal-s42-c3d --bundle-out models/default-c3d "$@"
+python3 models/convert/record_bundle.py models/default-c3d models/build_c3d.sh
