@@ -94,13 +94,24 @@ if seq:
         "data": st.get("real_clips"),
         "data_terms": "talking-head clips of ../shared/data/media: research-only; not in this repository",
     }
-    entries[seq["file"]] = {
-        "role": "per-track sequence model (one-layer GRU, ONNX GRU op, standardisation inside)",
-        "input": {"name": "sequence", "shape": [1, seq["steps"], 6], "features": seq["features"]},
-        "outputs": {"logit": [1, 1]},
-        "normalisation": "none: takes the SDK's raw %s features (sdk/src/sequence.rs)" % seq["features"],
-        "fusion": seq["fusion"],
-    }
+    if seq["features"] == "face-crops-v1":
+        s = seq["crop_size"]
+        entries[seq["file"]] = {
+            "role": "per-track sequence model (C3D: three 3-D convolutions over the track's face crops)",
+            "input": {"name": "crops", "shape": [1, 3, seq["steps"], s, s], "features": seq["features"]},
+            "outputs": {"logit": [1, 1]},
+            "normalisation": "inside the graph: RGB bytes 0-255 as floats, x / 63.75 - 2 "
+                             "(sdk/src/sequence.rs face_crop; trainer/src/c3d.rs)",
+            "fusion": seq["fusion"],
+        }
+    else:
+        entries[seq["file"]] = {
+            "role": "per-track sequence model (one-layer GRU, ONNX GRU op, standardisation inside)",
+            "input": {"name": "sequence", "shape": [1, seq["steps"], 6], "features": seq["features"]},
+            "outputs": {"logit": [1, 1]},
+            "normalisation": "none: takes the SDK's raw %s features (sdk/src/sequence.rs)" % seq["features"],
+            "fusion": seq["fusion"],
+        }
     for k in [k for k in entries if k != seq["file"]]:
         del entries[k]
 licences = {}

@@ -96,7 +96,7 @@ pub fn face_crop(frame: &crate::Frame, bbox: &BBox, side: u32) -> Option<Vec<u8>
     let s = side as usize;
     let step = span / side as f32;
     let sub = step / CROP_SUPERSAMPLE as f32;
-    let taps = (CROP_SUPERSAMPLE * CROP_SUPERSAMPLE) as u32;
+    let taps = CROP_SUPERSAMPLE * CROP_SUPERSAMPLE;
     let mut out = vec![0u8; 3 * s * s];
     for y in 0..s {
         for x in 0..s {

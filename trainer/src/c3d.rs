@@ -489,7 +489,7 @@ mod tests {
         // The exported graph (a real 3-D Conv) through tract.
         let path = std::env::temp_dir().join(format!("fw-c3d-{}.onnx", std::process::id()));
         crate::onnx::save(&m.to_onnx().unwrap(), &path).unwrap();
-        let model = TractBackend::default()
+        let model = TractBackend
             .load(&path, ShapePolicy::FixedBatch(1))
             .unwrap();
         for (c, want) in trefs.iter().zip(&z).take(4) {
