@@ -672,6 +672,49 @@ fn status_page_metrics_and_mjpeg_preview_in_a_browser() {
     assert_eq!(s["reason"], "signal");
 }
 
+/// Live mode with a sequence bundle: once a track has a full window, its
+/// status carries the frame and sequence scores beside the fused one (what
+/// the status page's sparklines draw).
+#[test]
+fn live_status_of_a_sequence_bundle_has_frame_and_sequence_scores() {
+    let dir = scratch("run-seq");
+    let clip = make_clip(&photo(), 12, &dir.join("clip.avi"));
+    let port = free_port();
+    let mut app = fakewatch()
+        .args(["run", "--bundle"])
+        .arg(root().join("models/default-temporal"))
+        .arg("--source")
+        .arg(&clip)
+        .args(["--loop", "--detect-every", "1", "--events", "-"])
+        .arg("--sink")
+        .arg(format!("mjpeg:127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fused = |t: &Value| t["sequence_score"].is_number() && t["frame_score"].is_number();
+    wait_for_status(port, |s| {
+        s["tracks"].as_array().is_some_and(|t| t.iter().any(fused))
+    });
+    let (_, body) = http_get(port, "/status.json").unwrap();
+    let status: Value = serde_json::from_slice(&body).unwrap();
+    for t in status["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| fused(t))
+    {
+        for k in ["score", "frame_score", "sequence_score"] {
+            let v = t[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{k} {v}: {t}");
+        }
+    }
+    unsafe {
+        libc::kill(app.id() as i32, libc::SIGTERM);
+    }
+    let _ = app.wait();
+}
+
 #[test]
 fn shared_talking_head_is_paced_and_overlaid() {
     let Some(shared) = shared() else { return };

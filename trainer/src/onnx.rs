@@ -118,6 +118,15 @@ fn floats_attr(name: &str, v: Vec<f32>) -> AttributeProto {
     }
 }
 
+fn float_attr(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
 fn string_attr(name: &str, v: &str) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -334,7 +343,9 @@ pub fn gru_model(g: &crate::sequence::GruWeights, steps: Option<usize>) -> Resul
 
 /// The C3D sequence scorer as ONNX: input `crops` `[1, 3, T, S, S]` (one
 /// track's clip of face crops, pixel values 0–255), the pixel scaling,
-/// three 3-D `Conv` + `Relu`, a mean over time and space and a `Gemm`
+/// the temporal-difference stem (`Slice`, `Sub`, `Pad`, `Concat`), three
+/// 3-D `Conv` + `LeakyRelu`, a mean over time (`ReduceMean`), a 2 × 2
+/// `AveragePool`, `Flatten` and a `Gemm`
 /// logit: output `logit` `[1, 1]`.
 pub fn c3d_model(m: &crate::c3d::C3dModel) -> Result<ModelProto> {
     let mut b = Builder {
@@ -346,9 +357,48 @@ pub fn c3d_model(m: &crate::c3d::C3dModel) -> Result<ModelProto> {
     b.inits
         .push(tensor("pixel_shift", &[], &[crate::c3d::PIXEL_SHIFT]));
     b.node("Mul", &["crops", "pixel_scale"], "scaled", vec![]);
-    b.node("Add", &["scaled", "pixel_shift"], "x0", vec![]);
+    b.node("Add", &["scaled", "pixel_shift"], "pixels", vec![]);
+    // The stem: each frame's change from the one before, 0 for the first,
+    // beside the frames.
+    ensure!(m.steps > 1, "a C3D clip needs 2 frames");
+    let t = m.steps as i64;
+    b.inits.push(i64_tensor("t_axis", &[2]));
+    b.inits.push(i64_tensor("t_from1", &[1]));
+    b.inits.push(i64_tensor("t_to_end", &[t]));
+    b.inits.push(i64_tensor("t_from0", &[0]));
+    b.inits.push(i64_tensor("t_to_last", &[t - 1]));
+    b.inits
+        .push(i64_tensor("diff_pads", &[0, 0, 1, 0, 0, 0, 0, 0, 0, 0]));
+    b.inits
+        .push(tensor("diff_gain", &[], &[crate::c3d::DIFF_GAIN]));
+    b.node(
+        "Slice",
+        &["pixels", "t_from1", "t_to_end", "t_axis"],
+        "later",
+        vec![],
+    );
+    b.node(
+        "Slice",
+        &["pixels", "t_from0", "t_to_last", "t_axis"],
+        "earlier",
+        vec![],
+    );
+    b.node("Sub", &["later", "earlier"], "change", vec![]);
+    b.node("Mul", &["change", "diff_gain"], "change_scaled", vec![]);
+    b.node(
+        "Pad",
+        &["change_scaled", "diff_pads"],
+        "change_padded",
+        vec![],
+    );
+    b.node(
+        "Concat",
+        &["pixels", "change_padded"],
+        "x0",
+        vec![int_attr("axis", 1)],
+    );
     let mut x = "x0".to_string();
-    let mut inputs = 3;
+    let mut inputs = crate::c3d::STEM_CHANNELS;
     for (i, c) in m.convs.iter().enumerate() {
         ensure!(
             c.inputs == inputs
@@ -372,21 +422,38 @@ pub fn c3d_model(m: &crate::c3d::C3dModel) -> Result<ModelProto> {
             ],
         );
         let relu = format!("relu{i}");
-        b.node("Relu", &[&conv], &relu, vec![]);
+        b.node(
+            "LeakyRelu",
+            &[&conv],
+            &relu,
+            vec![float_attr("alpha", crate::c3d::LEAK)],
+        );
         x = relu;
         inputs = c.outputs;
     }
-    ensure!(m.out_w.len() == inputs, "logit weights do not fit");
+    let features = inputs * crate::c3d::head_cells(m.side);
+    ensure!(m.out_w.len() == features, "logit weights do not fit");
     b.node(
         "ReduceMean",
         &[&x],
-        "pooled",
-        vec![ints_attr("axes", vec![2, 3, 4]), int_attr("keepdims", 0)],
+        "over_time",
+        vec![ints_attr("axes", vec![2]), int_attr("keepdims", 0)],
     );
+    let k = crate::c3d::HEAD_POOL as i64;
+    b.node(
+        "AveragePool",
+        &["over_time"],
+        "cells",
+        vec![
+            ints_attr("kernel_shape", vec![k, k]),
+            ints_attr("strides", vec![k, k]),
+        ],
+    );
+    b.node("Flatten", &["cells"], "pooled", vec![int_attr("axis", 1)]);
     let out = Dense {
         weight: m.out_w.clone(),
         bias: vec![m.out_b],
-        inputs,
+        inputs: features,
         outputs: 1,
     };
     let logit = b.gemm("pooled", &out, "logit")?;

@@ -91,6 +91,9 @@ pub struct TemporalArgs {
     /// Passes of the C3D training over its clips.
     #[arg(long, default_value_t = 12)]
     c3d_epochs: usize,
+    /// AdamW learning rate of the C3D.
+    #[arg(long, default_value_t = 3e-3)]
+    c3d_lr: f64,
     /// Seed of the split, the blends and the sequence model.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -945,6 +948,7 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     };
     let c3d_cfg = C3dConfig {
         epochs: a.c3d_epochs,
+        lr: a.c3d_lr,
         seed: a.seed,
         ..C3dConfig::default()
     };
@@ -1188,7 +1192,7 @@ mod tests {
     fn fixed_c3d(steps: usize, side: usize) -> C3dModel {
         let mut rng = Rng::new(11);
         let mut convs = Vec::new();
-        let mut inputs = 3;
+        let mut inputs = crate::c3d::STEM_CHANNELS;
         for (o, stride) in [(4, [1, 2, 2]), (4, [2, 2, 2]), (4, [2, 2, 2])] {
             convs.push(crate::c3d::Conv3d {
                 inputs,
@@ -1203,7 +1207,9 @@ mod tests {
             steps,
             side,
             convs,
-            out_w: vec![0.7, -0.4, 0.3, 0.9],
+            out_w: (0..4 * crate::c3d::head_cells(side))
+                .map(|_| rng.uniform() - 0.5)
+                .collect(),
             out_b: -0.2,
         }
     }
