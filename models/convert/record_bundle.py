@@ -97,7 +97,7 @@ if seq:
     if seq["features"] == "face-crops-v1":
         s = seq["crop_size"]
         entries[seq["file"]] = {
-            "role": "per-track sequence model (C3D: three 3-D convolutions over the track's face crops)",
+            "role": "per-track sequence model (C3D: frame-difference stem, three 3-D convolutions over the track's face crops)",
             "input": {"name": "crops", "shape": [1, 3, seq["steps"], s, s], "features": seq["features"]},
             "outputs": {"logit": [1, 1]},
             "normalisation": "inside the graph: RGB bytes 0-255 as floats, x / 63.75 - 2 "

@@ -354,16 +354,7 @@ pub fn train_c3d(
         cfg.batch > 0 && cfg.epochs > 0 && cfg.channels.iter().all(|&c| c > 0),
         "batch, epochs and channels must be > 0"
     );
-    let fakes = labels.iter().filter(|&&l| l).count() as f32;
-    let reals = labels.len() as f32 - fakes;
-    let n = labels.len() as f32;
-    let weight = |l: bool| {
-        if l {
-            n / (2.0 * fakes)
-        } else {
-            n / (2.0 * reals)
-        }
-    };
+    let bce = crate::sequence::BalancedBce::new(labels);
     let mut rng = Rng::new(cfg.seed);
     ensure!(
         head_cells(side) > 0,
@@ -390,16 +381,8 @@ pub fn train_c3d(
                 .map(|_| cfg.flip && rng.uniform() < 0.5)
                 .collect();
             let x = batch(&cs, steps, side, &flip)?;
-            let y: Vec<f32> = chunk
-                .iter()
-                .map(|&i| f32::from(u8::from(labels[i])))
-                .collect();
-            let wts: Vec<f32> = chunk.iter().map(|&i| weight(labels[i])).collect();
-            let y = Tensor::from_vec(y, chunk.len(), &Device::Cpu)?;
-            let wts = Tensor::from_vec(wts, chunk.len(), &Device::Cpu)?;
             let z = params.forward(&x)?;
-            let per = ((z.relu()? - z.mul(&y)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-            let loss = per.mul(&wts)?.mean_all()?;
+            let loss = bce.loss(&z, labels, chunk)?;
             total += loss.to_scalar::<f32>()? * chunk.len() as f32;
             opt.backward_step(&loss)?;
             bar.inc(chunk.len() as u64);

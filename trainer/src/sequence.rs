@@ -223,6 +223,44 @@ impl Params {
     }
 }
 
+/// Binary cross-entropy on logits with balanced class weights (each class
+/// carries half the loss over the whole training set), shared by the
+/// sequence models' training loops.
+pub(crate) struct BalancedBce {
+    fake: f32,
+    real: f32,
+}
+
+impl BalancedBce {
+    /// The class weights of `labels` (true = fake).
+    pub(crate) fn new(labels: &[bool]) -> Self {
+        let fakes = labels.iter().filter(|&&l| l).count() as f32;
+        let n = labels.len() as f32;
+        let reals = n - fakes;
+        Self {
+            fake: n / (2.0 * fakes),
+            real: n / (2.0 * reals),
+        }
+    }
+
+    /// The mean weighted loss of logits `z` `[B]` for the items `batch` of
+    /// `labels`: `max(z, 0) − z·y + log(1 + e^(−|z|))`, weighted.
+    pub(crate) fn loss(&self, z: &Tensor, labels: &[bool], batch: &[usize]) -> Result<Tensor> {
+        let y: Vec<f32> = batch
+            .iter()
+            .map(|&i| f32::from(u8::from(labels[i])))
+            .collect();
+        let wts: Vec<f32> = batch
+            .iter()
+            .map(|&i| if labels[i] { self.fake } else { self.real })
+            .collect();
+        let y = Tensor::from_vec(y, batch.len(), z.device())?;
+        let wts = Tensor::from_vec(wts, batch.len(), z.device())?;
+        let per = ((z.relu()? - z.mul(&y)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+        Ok(per.mul(&wts)?.mean_all()?)
+    }
+}
+
 /// Per-feature mean and 1 / standard deviation over every step of `seqs`.
 fn standardisation(seqs: &[Vec<f32>], features: usize) -> (Vec<f32>, Vec<f32>) {
     let mut sum = vec![0f64; features];
@@ -294,17 +332,7 @@ pub fn train_gru(
                 .collect()
         })
         .collect();
-    let fakes = labels.iter().filter(|&&l| l).count() as f32;
-    let reals = labels.len() as f32 - fakes;
-    let n = labels.len() as f32;
-    // Balanced class weights: each class carries half the loss.
-    let weight = |l: bool| {
-        if l {
-            n / (2.0 * fakes)
-        } else {
-            n / (2.0 * reals)
-        }
-    };
+    let bce = BalancedBce::new(labels);
     let mut rng = Rng::new(cfg.seed);
     let params = Params::new(features, cfg.hidden, &mut rng)?;
     let mut opt = AdamW::new(
@@ -324,17 +352,8 @@ pub fn train_gru(
                 .flat_map(|&i| standardised[i].iter().copied())
                 .collect();
             let x = Tensor::from_vec(data, (chunk.len(), steps, features), &Device::Cpu)?;
-            let y: Vec<f32> = chunk
-                .iter()
-                .map(|&i| f32::from(u8::from(labels[i])))
-                .collect();
-            let wts: Vec<f32> = chunk.iter().map(|&i| weight(labels[i])).collect();
-            let y = Tensor::from_vec(y, chunk.len(), &Device::Cpu)?;
-            let wts = Tensor::from_vec(wts, chunk.len(), &Device::Cpu)?;
             let z = params.forward(&x, cfg.hidden)?;
-            // Weighted BCE with logits: max(z, 0) − z·y + log(1 + e^(−|z|)).
-            let per = ((z.relu()? - z.mul(&y)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-            let loss = per.mul(&wts)?.mean_all()?;
+            let loss = bce.loss(&z, labels, chunk)?;
             opt.backward_step(&loss)?;
         }
     }
