@@ -27,7 +27,7 @@
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::optim::Optimizer;
 
 use crate::rng::Rng;
 
@@ -361,14 +361,7 @@ pub fn train_c3d(
         "crops of {side} px are too small for the network"
     );
     let params = Params::new(cfg.channels, side, &mut rng)?;
-    let mut opt = AdamW::new(
-        params.vars(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut opt = crate::sequence::adamw(params.vars(), cfg.lr, cfg.weight_decay)?;
     let mut order: Vec<usize> = (0..clips.len()).collect();
     let bar = indicatif::ProgressBar::new((cfg.epochs * clips.len()) as u64);
     for epoch in 0..cfg.epochs {

@@ -223,6 +223,19 @@ impl Params {
     }
 }
 
+/// AdamW over `vars` with candle's defaults but the learning rate and
+/// weight decay (the sequence models' optimiser).
+pub(crate) fn adamw(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<AdamW> {
+    Ok(AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr,
+            weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?)
+}
+
 /// Binary cross-entropy on logits with balanced class weights (each class
 /// carries half the loss over the whole training set), shared by the
 /// sequence models' training loops.
@@ -335,14 +348,7 @@ pub fn train_gru(
     let bce = BalancedBce::new(labels);
     let mut rng = Rng::new(cfg.seed);
     let params = Params::new(features, cfg.hidden, &mut rng)?;
-    let mut opt = AdamW::new(
-        params.vars(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut opt = adamw(params.vars(), cfg.lr, cfg.weight_decay)?;
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     for _ in 0..cfg.epochs {
         rng.shuffle(&mut order);
