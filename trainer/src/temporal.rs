@@ -189,6 +189,15 @@ const STRIP_FRAMES: usize = 8;
 /// Side of a face in the strip.
 const STRIP_TILE: u32 = 96;
 
+/// What every clip is read with: the frame bundle and its detector, the
+/// command's settings and the blend generator.
+struct ClipReader<'a> {
+    det: &'a DeepfakeDetector,
+    bundle: &'a Bundle,
+    a: &'a TemporalArgs,
+    sbi: &'a SelfBlendConfig,
+}
+
 /// Reads `path` as `temporal` does (`--frames` frames, every `--every`-th)
 /// and calls `visit` with each read frame's largest face under each of
 /// `variants`: the frame as shown (self-blended, or untouched for `Real`),
@@ -196,27 +205,25 @@ const STRIP_TILE: u32 = 96;
 /// blend that fails, is skipped for that variant, the same way for every
 /// caller (so steps and crops of a clip line up).
 fn for_each_face(
-    det: &DeepfakeDetector,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
     mut visit: impl FnMut(usize, u64, &Frame, &Detection) -> Result<()>,
 ) -> Result<()> {
     let name = path.to_string_lossy().into_owned();
     let mut reader = fakewatch_sdk::video::VideoReader::open(&name)?;
-    let clip_seed = name_hash(&name, a.seed);
+    let clip_seed = name_hash(&name, r.a.seed);
     let (mut index, mut read) = (0usize, 0usize);
-    while read < a.frames {
+    while read < r.a.frames {
         let Some(frame) = reader.next_frame()? else {
             break;
         };
         index += 1;
-        if (index - 1) % a.every != 0 {
+        if (index - 1) % r.a.every != 0 {
             continue;
         }
         read += 1;
-        let Some(d) = largest(det.perception().detect(&frame)?) else {
+        let Some(d) = largest(r.det.perception().detect(&frame)?) else {
             continue;
         };
         for (k, variant) in variants.iter().enumerate() {
@@ -225,7 +232,7 @@ fn for_each_face(
                 Variant::Real => None,
                 Variant::Flicker | Variant::Mouth => Some(per_frame),
                 Variant::Stable => Some(clip_seed),
-                Variant::Jump => Some(clip_seed ^ u64::from(read > a.frames / 2)),
+                Variant::Jump => Some(clip_seed ^ u64::from(read > r.a.frames / 2)),
             };
             let region = if *variant == Variant::Mouth {
                 BlendRegion::Mouth
@@ -234,7 +241,7 @@ fn for_each_face(
             };
             let cfg = SelfBlendConfig {
                 region,
-                ..sbi.clone()
+                ..r.sbi.clone()
             };
             let blended;
             let shown = match blend_seed {
@@ -259,18 +266,16 @@ fn for_each_face(
 /// The steps of `path` under `variants` (the untouched clip for `Real`);
 /// with `strip`, the first [`STRIP_FRAMES`] faces of each variant too.
 fn clip_steps(
-    det: &DeepfakeDetector,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
     mut strip: Option<&mut Vec<(Variant, Frame)>>,
 ) -> Result<Vec<(Variant, Vec<[f32; FEATURES]>)>> {
     let mut seqs: Vec<(Variant, TrackSequence, Vec<[f32; FEATURES]>)> = variants
         .iter()
         .map(|&v| (v, TrackSequence::default(), Vec::new()))
         .collect();
-    for_each_face(det, path, variants, a, sbi, |k, read, shown, d| {
+    for_each_face(r, path, variants, |k, read, shown, d| {
         let (variant, seq, rows) = &mut seqs[k];
         if let Some(st) = strip.as_deref_mut() {
             if st.iter().filter(|(v, _)| v == variant).count() < STRIP_FRAMES {
@@ -279,7 +284,7 @@ fn clip_steps(
                 }
             }
         }
-        let (face, p) = scored(det, shown, d)?;
+        let (face, p) = scored(r.det, shown, d)?;
         seq.push(read, face.detection.bbox, &face.embedding, p);
         if let Some(last) = seq.steps().last() {
             rows.push(last.features);
@@ -293,16 +298,14 @@ fn clip_steps(
 /// of `path` under `variants`, one per step of [`clip_steps`]; a face with
 /// no crop (an empty box) gets a black one, so the two stay in line.
 fn clip_crops(
-    det: &DeepfakeDetector,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
 ) -> Result<Vec<(Variant, Vec<Vec<u8>>)>> {
-    let side = a.crop_size;
+    let side = r.a.crop_size;
     let len = 3 * (side as usize).pow(2);
     let mut out: Vec<(Variant, Vec<Vec<u8>>)> = variants.iter().map(|&v| (v, Vec::new())).collect();
-    for_each_face(det, path, variants, a, sbi, |k, _, shown, d| {
+    for_each_face(r, path, variants, |k, _, shown, d| {
         let c = fakewatch_sdk::sequence::face_crop(shown, &d.bbox, side)
             .unwrap_or_else(|| vec![0; len]);
         out[k].1.push(c);
@@ -315,11 +318,9 @@ fn clip_crops(
 /// settings): the key covers the bundle's files, the clip (path, size,
 /// modification time), the settings and the generator.
 fn cache_file(
-    bundle: &Bundle,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
     features: &str,
     ext: &str,
 ) -> Result<PathBuf> {
@@ -331,16 +332,17 @@ fn cache_file(
         .map_or(0, |d| d.as_secs());
     let key_text = format!(
         "{:?}|{}|{}|{mtime}|{}|{}|{}|{variants:?}|{:?}|{}|{features}",
-        bundle.manifest().files,
+        r.bundle.manifest().files,
         path.display(),
         meta.len(),
-        a.frames,
-        a.every,
-        a.seed,
-        sbi,
+        r.a.frames,
+        r.a.every,
+        r.a.seed,
+        r.sbi,
         crate::sbi::GENERATOR_VERSION,
     );
-    Ok(a.cache
+    Ok(r.a
+        .cache
         .join(format!("{:016x}.{ext}", name_hash(&key_text, 0))))
 }
 
@@ -351,18 +353,15 @@ type StepsAndCrops = Vec<(Variant, Vec<[f32; FEATURES]>, Option<Vec<Vec<u8>>>)>;
 
 /// [`cached_clip_steps`] and, for the C3D, [`cached_clip_crops`].
 fn clip_steps_and_crops(
-    det: &DeepfakeDetector,
-    bundle: &Bundle,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
     strip: Option<&mut Vec<(Variant, Frame)>>,
 ) -> Result<StepsAndCrops> {
-    let steps = cached_clip_steps(det, bundle, path, variants, a, sbi, strip)?;
-    let mut crops = match a.model {
+    let steps = cached_clip_steps(r, path, variants, strip)?;
+    let mut crops = match r.a.model {
         ModelKind::Gru => Vec::new(),
-        ModelKind::C3d => cached_clip_crops(det, bundle, path, variants, a, sbi)?,
+        ModelKind::C3d => cached_clip_crops(r, path, variants)?,
     };
     Ok(steps
         .into_iter()
@@ -392,27 +391,24 @@ fn clip_steps_and_crops(
 /// [`clip_crops`] through the cache (`.crops` files: per variant its index
 /// byte, the crop count as `u32` little-endian, then the crops).
 fn cached_clip_crops(
-    det: &DeepfakeDetector,
-    bundle: &Bundle,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
 ) -> Result<Vec<(Variant, Vec<Vec<u8>>)>> {
     let features = format!(
         "{}|{}",
         fakewatch_sdk::sequence::CROP_FEATURE_SET,
-        a.crop_size
+        r.a.crop_size
     );
-    let file = cache_file(bundle, path, variants, a, sbi, &features, "crops")?;
-    let len = 3 * (a.crop_size as usize).pow(2);
+    let file = cache_file(r, path, variants, &features, "crops")?;
+    let len = 3 * (r.a.crop_size as usize).pow(2);
     if let Ok(bytes) = std::fs::read(&file) {
         match decode_crops(&bytes, len) {
             Some(v) => return Ok(v),
             None => log::warn!("{}: unreadable cache entry; recomputing", file.display()),
         }
     }
-    let v = clip_crops(det, path, variants, a, sbi)?;
+    let v = clip_crops(r, path, variants)?;
     let mut bytes = Vec::new();
     for (variant, crops) in &v {
         let k = VARIANTS.iter().position(|x| x == variant).unwrap_or(0);
@@ -422,7 +418,8 @@ fn cached_clip_crops(
             bytes.extend_from_slice(c);
         }
     }
-    std::fs::create_dir_all(&a.cache).with_context(|| format!("creating {}", a.cache.display()))?;
+    std::fs::create_dir_all(&r.a.cache)
+        .with_context(|| format!("creating {}", r.a.cache.display()))?;
     std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
     Ok(v)
 }
@@ -447,20 +444,15 @@ type VariantSteps = Vec<(Variant, Vec<[f32; FEATURES]>)>;
 /// [`clip_steps`] through the cache: the key covers the bundle's files, the
 /// clip (path, size, modification time), the settings and the generator.
 fn cached_clip_steps(
-    det: &DeepfakeDetector,
-    bundle: &Bundle,
+    r: &ClipReader,
     path: &Path,
     variants: &[Variant],
-    a: &TemporalArgs,
-    sbi: &SelfBlendConfig,
     strip: Option<&mut Vec<(Variant, Frame)>>,
 ) -> Result<VariantSteps> {
     let file = cache_file(
-        bundle,
+        r,
         path,
         variants,
-        a,
-        sbi,
         fakewatch_sdk::sequence::FEATURE_SET,
         "json",
     )?;
@@ -476,8 +468,9 @@ fn cached_clip_steps(
             }
         }
     }
-    let v = clip_steps(det, path, variants, a, sbi, strip)?;
-    std::fs::create_dir_all(&a.cache).with_context(|| format!("creating {}", a.cache.display()))?;
+    let v = clip_steps(r, path, variants, strip)?;
+    std::fs::create_dir_all(&r.a.cache)
+        .with_context(|| format!("creating {}", r.a.cache.display()))?;
     std::fs::write(&file, serde_json::to_vec(&v)?)
         .with_context(|| format!("writing {}", file.display()))?;
     Ok(v)
@@ -517,43 +510,36 @@ fn write_strip(tiles: &[(Variant, Frame)], clip: &str, path: &Path) -> Result<()
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Windows of `steps` rows (stride half a window), flattened.
-fn windows(rows: &[[f32; FEATURES]], steps: usize) -> Vec<Vec<f32>> {
+/// The first steps of the windows of `steps` over `len` steps (stride
+/// half a window).
+fn window_starts(len: usize, steps: usize) -> impl Iterator<Item = usize> {
     let stride = (steps / 2).max(1);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start + steps <= rows.len() {
-        out.push(
-            rows[start..start + steps]
-                .iter()
-                .flatten()
-                .copied()
-                .collect(),
-        );
-        start += stride;
-    }
-    out
+    (0..).step_by(stride).take_while(move |s| s + steps <= len)
+}
+
+/// Windows of `steps` rows ([`window_starts`]), flattened.
+fn windows(rows: &[[f32; FEATURES]], steps: usize) -> Vec<Vec<f32>> {
+    window_starts(rows.len(), steps)
+        .map(|s| rows[s..s + steps].iter().flatten().copied().collect())
+        .collect()
 }
 
 /// Windows of `steps` crops (the starts of [`windows`]), each laid out as
 /// one clip `[3, steps, side, side]`.
 fn crop_windows(crops: &[Vec<u8>], steps: usize) -> Vec<Vec<u8>> {
-    let stride = (steps / 2).max(1);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start + steps <= crops.len() {
-        let plane = crops[start].len() / 3;
-        let mut clip = vec![0u8; 3 * steps * plane];
-        for (t, c) in crops[start..start + steps].iter().enumerate() {
-            for ch in 0..3 {
-                clip[(ch * steps + t) * plane..(ch * steps + t + 1) * plane]
-                    .copy_from_slice(&c[ch * plane..(ch + 1) * plane]);
+    window_starts(crops.len(), steps)
+        .map(|start| {
+            let plane = crops[start].len() / 3;
+            let mut clip = vec![0u8; 3 * steps * plane];
+            for (t, c) in crops[start..start + steps].iter().enumerate() {
+                for ch in 0..3 {
+                    clip[(ch * steps + t) * plane..(ch * steps + t + 1) * plane]
+                        .copy_from_slice(&c[ch * plane..(ch + 1) * plane]);
+                }
             }
-        }
-        out.push(clip);
-        start += stride;
-    }
-    out
+            clip
+        })
+        .collect()
 }
 
 /// One window of a clip: the fold of its clip, its variant, its motion
@@ -873,6 +859,12 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
     let det = DeepfakeDetector::from_bundle(&bundle, backend)?;
     let decision = bundle.decision();
     let sbi = SelfBlendConfig::default();
+    let reader = ClipReader {
+        det: &det,
+        bundle: &bundle,
+        a: &a,
+        sbi: &sbi,
+    };
     let mut clips: Vec<PathBuf> = std::fs::read_dir(&a.real_clips)
         .with_context(|| format!("reading {}", a.real_clips.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -896,7 +888,7 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
         let show = test && !strip_done;
         let mut strip = Vec::new();
         let strip_arg = show.then_some(&mut strip);
-        match clip_steps_and_crops(&det, &bundle, clip, &VARIANTS, &a, &sbi, strip_arg) {
+        match clip_steps_and_crops(&reader, clip, &VARIANTS, strip_arg) {
             Ok(v) => {
                 for (variant, steps, crops) in v {
                     all.push(ClipSteps {
@@ -1056,15 +1048,8 @@ pub fn run(a: TemporalArgs, backend: &dyn Backend) -> Result<()> {
                 continue;
             };
             let path = dir.join(file);
-            let (steps, crops) = match clip_steps_and_crops(
-                &det,
-                &bundle,
-                &path,
-                &[Variant::Real],
-                &a,
-                &sbi,
-                None,
-            ) {
+            let (steps, crops) = match clip_steps_and_crops(&reader, &path, &[Variant::Real], None)
+            {
                 Ok(mut v) => v.pop().map(|(_, s, c)| (s, c)).unwrap_or_default(),
                 Err(e) => {
                     log::warn!("{file}: {e:#}");
